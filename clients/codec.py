@@ -1,0 +1,370 @@
+"""numpy <-> TensorProto without TensorFlow.
+
+The codec is duck-typed on the message: it reads and writes TensorProto's fields by name
+(``dtype``, ``tensor_shape``, ``tensor_content``, ``float_val``, ...), so the same functions
+work on the clients' private proto classes (``clients.protos``) and on TensorFlow's own
+``tensorflow.core.framework.tensor_pb2.TensorProto`` (which the embedded server uses).
+
+Stable public API (names will not change):
+
+``tensor_proto_to_ndarray(msg) -> np.ndarray``
+    Decode any TensorProto-shaped message. ``tensor_content`` is decoded with
+    ``np.frombuffer`` (no copy beyond the one protobuf makes when handing out ``bytes``), so
+    the result may be **read-only**; call ``.copy()`` if you must write to it. Typed fields
+    (``float_val``, ``int_val``, ``string_val``, ``half_val``, ``scomplex_val``, ...) follow
+    TensorFlow's C++ rule (``tensor.cc`` FromProtoField): no values -> zeros (``b""`` for
+    strings); fewer values than elements -> the last value is repeated ("splat"; one value
+    fills the whole shape); more values than elements -> the first ones are used.
+    String tensors come back as numpy object arrays of ``bytes``.
+
+``fill_tensor_proto(msg, arr, *, use_tensor_content=True, dtype=None) -> msg``
+    Clear ``msg`` and write ``arr`` into it. Numeric arrays go to ``tensor_content``
+    (little-endian bytes) unless ``use_tensor_content=False``, which writes the typed field
+    TF Serving itself uses in responses. String arrays (object arrays of bytes/str, or numpy
+    ``S``/``U`` arrays) always go to ``string_val``. ``dtype`` optionally casts first
+    (numpy dtype or ``DataType``).
+
+``ndarray_to_tensor_proto(arr, out=None, *, use_tensor_content=True, proto_cls=None, dtype=None)``
+    Like ``fill_tensor_proto`` into ``out``, or into a new ``proto_cls()`` (default: the
+    clients' private ``TensorProto``).
+
+``DataType``, ``numpy_dtype(data_type)``, ``data_type_of(np_dtype)``, ``dtype_name(data_type)``,
+``shape_from_proto(shape_msg)``, ``fill_shape_proto(shape_msg, shape)``,
+``UnsupportedDTypeError`` and ``TensorProtoError`` (both ``ValueError`` subclasses).
+
+Supported dtypes: float16 (DT_HALF), float32, float64, int8, int16, int32, int64, uint8,
+uint16, uint32, uint64, bool, complex64, complex128, string; bfloat16 too when the optional
+``ml_dtypes`` package is importable (it ships with TensorFlow). Quantized, resource, variant
+and 4/8-bit float types raise ``UnsupportedDTypeError``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DataType",
+    "TensorProtoError",
+    "UnsupportedDTypeError",
+    "data_type_of",
+    "dtype_name",
+    "fill_shape_proto",
+    "fill_tensor_proto",
+    "ndarray_to_tensor_proto",
+    "numpy_dtype",
+    "shape_from_proto",
+    "tensor_proto_to_ndarray",
+]
+
+
+class DataType(enum.IntEnum):
+    """tensorflow/core/framework/types.proto enum values (the ones worth naming)."""
+
+    DT_INVALID = 0
+    DT_FLOAT = 1
+    DT_DOUBLE = 2
+    DT_INT32 = 3
+    DT_UINT8 = 4
+    DT_INT16 = 5
+    DT_INT8 = 6
+    DT_STRING = 7
+    DT_COMPLEX64 = 8
+    DT_INT64 = 9
+    DT_BOOL = 10
+    DT_QINT8 = 11
+    DT_QUINT8 = 12
+    DT_QINT32 = 13
+    DT_BFLOAT16 = 14
+    DT_QINT16 = 15
+    DT_QUINT16 = 16
+    DT_UINT16 = 17
+    DT_COMPLEX128 = 18
+    DT_HALF = 19
+    DT_RESOURCE = 20
+    DT_VARIANT = 21
+    DT_UINT32 = 22
+    DT_UINT64 = 23
+
+
+class UnsupportedDTypeError(ValueError):
+    """A dtype this codec cannot represent (on either side)."""
+
+
+class TensorProtoError(ValueError):
+    """A TensorProto that does not describe a valid tensor (bad shape, wrong byte count...)."""
+
+
+@dataclass(frozen=True)
+class _DTypeInfo:
+    data_type: DataType
+    np_dtype: np.dtype
+    field: str  # the typed repeated field TF uses for this dtype
+    # How values sit in the typed field: "plain", "bits16" (half_val holds uint16 bit
+    # patterns), "complex" (real/imag pairs).
+    layout: str = "plain"
+
+
+def _build_table() -> list[_DTypeInfo]:
+    table = [
+        _DTypeInfo(DataType.DT_FLOAT, np.dtype(np.float32), "float_val"),
+        _DTypeInfo(DataType.DT_DOUBLE, np.dtype(np.float64), "double_val"),
+        _DTypeInfo(DataType.DT_INT32, np.dtype(np.int32), "int_val"),
+        _DTypeInfo(DataType.DT_UINT8, np.dtype(np.uint8), "int_val"),
+        _DTypeInfo(DataType.DT_INT16, np.dtype(np.int16), "int_val"),
+        _DTypeInfo(DataType.DT_INT8, np.dtype(np.int8), "int_val"),
+        _DTypeInfo(DataType.DT_STRING, np.dtype(object), "string_val"),
+        _DTypeInfo(DataType.DT_COMPLEX64, np.dtype(np.complex64), "scomplex_val", "complex"),
+        _DTypeInfo(DataType.DT_INT64, np.dtype(np.int64), "int64_val"),
+        _DTypeInfo(DataType.DT_BOOL, np.dtype(np.bool_), "bool_val"),
+        _DTypeInfo(DataType.DT_UINT16, np.dtype(np.uint16), "int_val"),
+        _DTypeInfo(DataType.DT_COMPLEX128, np.dtype(np.complex128), "dcomplex_val", "complex"),
+        _DTypeInfo(DataType.DT_HALF, np.dtype(np.float16), "half_val", "bits16"),
+        _DTypeInfo(DataType.DT_UINT32, np.dtype(np.uint32), "uint32_val"),
+        _DTypeInfo(DataType.DT_UINT64, np.dtype(np.uint64), "uint64_val"),
+    ]
+    try:  # optional: bfloat16 exists in numpy only through ml_dtypes (shipped with TF)
+        import ml_dtypes
+
+        table.append(
+            _DTypeInfo(DataType.DT_BFLOAT16, np.dtype(ml_dtypes.bfloat16), "half_val", "bits16")
+        )
+    except ImportError:
+        pass
+    return table
+
+
+_TABLE = _build_table()
+_BY_ENUM: dict[int, _DTypeInfo] = {info.data_type: info for info in _TABLE}
+_BY_NUMPY: dict[np.dtype, _DTypeInfo] = {
+    info.np_dtype: info for info in _TABLE if info.data_type != DataType.DT_STRING
+}
+_STRING = _BY_ENUM[DataType.DT_STRING]
+
+
+def dtype_name(data_type: int) -> str:
+    """``DT_FLOAT`` for 1, ``DT_<n>`` for values this module does not name."""
+    try:
+        return DataType(data_type).name
+    except ValueError:
+        return f"DT_{data_type}"
+
+
+def _info_for_enum(data_type: int) -> _DTypeInfo:
+    info = _BY_ENUM.get(data_type)
+    if info is None:
+        raise UnsupportedDTypeError(f"unsupported tensor dtype {dtype_name(data_type)}")
+    return info
+
+
+def numpy_dtype(data_type: int) -> np.dtype:
+    """The numpy dtype for a DataType value (``object`` for DT_STRING)."""
+    return _info_for_enum(data_type).np_dtype
+
+
+def _info_for_numpy(dt: np.dtype) -> _DTypeInfo:
+    if dt.kind in "OSU":
+        return _STRING
+    info = _BY_NUMPY.get(dt.newbyteorder("=") if dt.byteorder not in "=|" else dt)
+    if info is None:
+        raise UnsupportedDTypeError(f"unsupported numpy dtype {dt} for a TensorProto")
+    return info
+
+
+def data_type_of(dt: np.dtype | type | str) -> DataType:
+    """The DataType for a numpy dtype (object, bytes and str dtypes map to DT_STRING)."""
+    return _info_for_numpy(np.dtype(dt)).data_type
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def shape_from_proto(shape_msg: Any) -> tuple[int, ...] | None:
+    """Dims of a TensorShapeProto-shaped message; None when ``unknown_rank`` is set."""
+    if shape_msg.unknown_rank:
+        return None
+    return tuple(int(d.size) for d in shape_msg.dim)
+
+
+def fill_shape_proto(shape_msg: Any, shape: Sequence[int] | None) -> None:
+    """Write dims (``-1`` allowed, for signatures) or unknown rank (``None``)."""
+    shape_msg.Clear()
+    if shape is None:
+        shape_msg.unknown_rank = True
+        return
+    dims = shape_msg.dim
+    for size in shape:
+        dims.add().size = int(size)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _concrete_shape(msg: Any) -> tuple[tuple[int, ...], int]:
+    shape_msg = msg.tensor_shape
+    if shape_msg.unknown_rank:
+        raise TensorProtoError("TensorProto has an unknown rank; a tensor needs a full shape")
+    shape = tuple(int(d.size) for d in shape_msg.dim)
+    for size in shape:
+        if size < 0:
+            raise TensorProtoError(f"TensorProto has a negative dimension in shape {list(shape)}")
+    return shape, math.prod(shape)
+
+
+def _splat(values: np.ndarray, n: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+    """TF's FromProtoField: zeros, truncation or repeat-the-last-value."""
+    k = values.shape[0]
+    if k == n:
+        return values.reshape(shape)
+    if k == 0:
+        return np.zeros(shape, dtype=dt)
+    if k > n:
+        return values[:n].reshape(shape)
+    out = np.empty(n, dtype=dt)
+    out[:k] = values
+    out[k:] = values[k - 1]
+    return out.reshape(shape)
+
+
+def _decode_string_content(content: bytes, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """TF's string tensor_content encoding: n varint32 lengths, then the bytes back to back."""
+    lengths = []
+    pos = 0
+    for _ in range(n):
+        value = shift = 0
+        while True:
+            if pos >= len(content) or shift > 28:
+                raise TensorProtoError("malformed tensor_content for a DT_STRING tensor")
+            byte = content[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        lengths.append(value)
+    if pos + sum(lengths) != len(content):
+        raise TensorProtoError("malformed tensor_content for a DT_STRING tensor")
+    out = np.empty(n, dtype=object)
+    for i, length in enumerate(lengths):
+        out[i] = content[pos : pos + length]
+        pos += length
+    return out.reshape(shape)
+
+
+def tensor_proto_to_ndarray(msg: Any) -> np.ndarray:
+    """Decode a TensorProto-shaped message into a numpy array (see module docstring)."""
+    info = _info_for_enum(msg.dtype)
+    shape, n = _concrete_shape(msg)
+    dt = info.np_dtype
+    content = msg.tensor_content
+    if content:
+        if info is _STRING:
+            return _decode_string_content(content, n, shape)
+        expected = n * dt.itemsize
+        if len(content) != expected:
+            raise TensorProtoError(
+                f"tensor_content has {len(content)} bytes, shape {list(shape)} of "
+                f"{dtype_name(info.data_type)} needs {expected}"
+            )
+        # Zero-copy view of the bytes protobuf handed us; TF's wire order is little-endian.
+        return np.frombuffer(content, dtype=dt.newbyteorder("<")).reshape(shape)
+
+    field = getattr(msg, info.field)
+    if info is _STRING:
+        values = np.empty(len(field), dtype=object)
+        values[:] = list(field)
+        if len(field) == 0 and n:
+            return np.full(shape, b"", dtype=object)
+        return _splat(values, n, shape, dt)
+    if info.layout == "bits16":
+        values = np.array(field, dtype=np.uint32).astype(np.uint16).view(dt)
+    elif info.layout == "complex":
+        parts = np.array(field, dtype=dt.type(0).real.dtype)
+        values = parts[: (parts.shape[0] // 2) * 2].view(dt)
+    else:
+        values = np.array(field, dtype=dt)
+    return _splat(values, n, shape, dt)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _as_string_array(arr: np.ndarray) -> np.ndarray:
+    """Object array of bytes; str is UTF-8 encoded; anything else is an error."""
+    flat = arr.ravel()
+    if arr.dtype.kind == "S":
+        return np.array([bytes(v) for v in flat], dtype=object)
+    out = np.empty(flat.shape[0], dtype=object)
+    for i, value in enumerate(flat):
+        if isinstance(value, bytes):
+            out[i] = value
+        elif isinstance(value, str):
+            out[i] = value.encode("utf-8")
+        elif isinstance(value, (bytearray, memoryview, np.bytes_)):
+            out[i] = bytes(value)
+        else:
+            raise UnsupportedDTypeError(
+                f"string tensors hold bytes or str, got {type(value).__name__} at index {i}"
+            )
+    return out
+
+
+def fill_tensor_proto(
+    msg: Any,
+    arr: Any,
+    *,
+    use_tensor_content: bool = True,
+    dtype: Any = None,
+) -> Any:
+    """Clear ``msg`` and write ``arr`` into it; returns ``msg`` (see module docstring)."""
+    if dtype is not None:
+        target = numpy_dtype(dtype) if isinstance(dtype, int) else np.dtype(dtype)
+        arr = np.asarray(arr, dtype=target)
+    elif not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr)
+    info = _info_for_numpy(arr.dtype)
+    msg.Clear()
+    msg.dtype = int(info.data_type)
+    dims = msg.tensor_shape.dim
+    for size in arr.shape:
+        dims.add().size = size
+
+    if info is _STRING:
+        msg.string_val.extend(_as_string_array(arr).tolist())
+        return msg
+    if use_tensor_content:
+        little = arr.dtype.newbyteorder("<")
+        # tobytes() on a C-contiguous array is a single memcpy.
+        msg.tensor_content = np.ascontiguousarray(arr, dtype=little).tobytes()
+        return msg
+
+    flat = np.ascontiguousarray(arr, dtype=info.np_dtype).reshape(-1)
+    if info.layout == "bits16":
+        values = flat.view(np.uint16).tolist()
+    elif info.layout == "complex":
+        values = flat.view(flat.real.dtype).tolist()
+    else:
+        values = flat.tolist()
+    getattr(msg, info.field).extend(values)
+    return msg
+
+
+def ndarray_to_tensor_proto(
+    arr: Any,
+    out: Any = None,
+    *,
+    use_tensor_content: bool = True,
+    proto_cls: type | None = None,
+    dtype: Any = None,
+) -> Any:
+    """Encode ``arr`` into ``out`` or a new ``proto_cls()`` (default: the private TensorProto)."""
+    if out is None:
+        if proto_cls is None:
+            from clients.protos import TensorProto as proto_cls  # lazy: avoids an import cycle
+        out = proto_cls()
+    return fill_tensor_proto(out, arr, use_tensor_content=use_tensor_content, dtype=dtype)
