@@ -113,3 +113,11 @@ class Internal(ServingError):
 
 class Unknown(ServingError):
     code = Code.UNKNOWN
+
+
+class DataLoss(ServingError):
+    code = Code.DATA_LOSS
+
+
+class Cancelled(ServingError):
+    code = Code.CANCELLED
