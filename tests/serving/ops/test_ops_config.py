@@ -58,7 +58,9 @@ def test_policy_by_intent():
 
     # No canary in progress: 'canary' follows stable so canary traffic never hits an
     # unknown label; the previous stable is not kept loaded.
-    (steady,) = parse(cfg.render_model_config("/models", rollout(4, None, 3))).model_config_list.config
+    (steady,) = parse(
+        cfg.render_model_config("/models", rollout(4, None, 3))
+    ).model_config_list.config
     assert list(steady.model_version_policy.specific.versions) == [4]
     assert dict(steady.version_labels) == {"stable": 4, "canary": 4}
 
@@ -78,7 +80,10 @@ def test_awkward_host_paths_survive_quoting(tmp_path):
     "kwargs, message",
     [
         ({"policy": VersionPolicy.SPECIFIC}, "at least one version"),
-        ({"policy": VersionPolicy.SPECIFIC, "versions": (1,), "labels": {"stable": 2}}, "version 2"),
+        (
+            {"policy": VersionPolicy.SPECIFIC, "versions": (1,), "labels": {"stable": 2}},
+            "version 2",
+        ),
         ({"versions": (1,)}, "latest policy"),
         ({"name": "a/b"}, "invalid model name"),
     ],
@@ -114,3 +119,25 @@ def test_static_files_hold_what_the_server_needs():
     assert 'path: "/monitoring/prometheus/metrics"' in monitoring
     batching = (cfg.STATIC_DIR / cfg.BATCHING_FILE).read_text()
     assert "max_batch_size { value:" in batching
+
+
+def test_every_rendering_and_static_file_passes_the_servers_own_readers(tmp_path):
+    """The embedded server reads these files exactly as the container does."""
+    from serving.modelserver.config import (
+        read_batching_options,
+        read_model_server_config,
+        read_monitoring_config,
+        validate_model_server_config,
+    )
+
+    for state in (None, rollout(3, canary=4, previous=2)):
+        config_dir = cfg.write_config_dir(
+            tmp_path / "cfg", cfg.render_model_config(str(tmp_path / "repo"), state)
+        )
+        validate_model_server_config(
+            read_model_server_config(str(config_dir / cfg.MODEL_CONFIG_FILE))
+        )
+    monitoring = read_monitoring_config(str(config_dir / cfg.MONITORING_FILE))
+    assert monitoring.enabled and monitoring.path == "/monitoring/prometheus/metrics"
+    batching = read_batching_options(str(config_dir / cfg.BATCHING_FILE))
+    assert batching.max_batch_size == 64
