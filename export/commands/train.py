@@ -1,0 +1,133 @@
+"""``python -m export train``: train, gate, publish; prints the version and its accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.models import ARCHITECTURES, DEFAULT_EPOCHS, DEFAULT_MIN_ACCURACY
+
+EXIT_REFUSED = 3
+EXIT_DATA = 4
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model, gate it and publish the next version",
+        description="Train, validate (gate) and atomically publish <repo>/<model-name>/<version>/.",
+    )
+    p.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
+    p.add_argument(
+        "--repo", type=Path, default=Path("models"), help="repository root (default: models)"
+    )
+    p.add_argument("--model-name", default="mnist")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default per architecture: {DEFAULT_EPOCHS}",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bfloat16", "float32"),
+        default="auto",
+        help="auto: bf16 mixed precision for the CNN where the CPU has avx512_bf16",
+    )
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N training images"
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST IDX directory (default: data/mnist)"
+    )
+    p.add_argument(
+        "--fetch-data",
+        action="store_true",
+        help="download missing MNIST files from the mirrors (MNIST_MIRRORS)",
+    )
+    gate = p.add_argument_group("gate")
+    gate.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=None,
+        help=f"test accuracy threshold (default per architecture: {DEFAULT_MIN_ACCURACY})",
+    )
+    gate.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="allowed drop vs the stable version (default 0.002)",
+    )
+    gate.add_argument(
+        "--force", action="store_true", help="publish even if worse than the stable version"
+    )
+    p.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        help="retention: keep the newest N versions (plus protected ones)",
+    )
+    p.add_argument(
+        "--serving-config",
+        type=Path,
+        default=None,
+        help="ModelServerConfig whose versions retention protects (default: <repo>/models.config if present)",
+    )
+    p.add_argument("--no-report-png", action="store_true", help="skip the PNG training report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.gate import DEFAULT_TOLERANCE, GateConfig
+    from export.mnist_data import DEFAULT_DATA_DIR, MnistDataError
+    from export.pipeline import ExportRequest, run_export
+    from export.training import TrainConfig
+
+    if args.epochs is not None and args.epochs < 1:
+        print("--epochs must be >= 1", file=sys.stderr)
+        return 2
+    if args.keep is not None and args.keep < 1:
+        print("--keep must be >= 1", file=sys.stderr)
+        return 2
+    request = ExportRequest(
+        repo_root=args.repo,
+        model_name=args.model_name,
+        train=TrainConfig(
+            arch=args.arch,
+            epochs=args.epochs,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            precision=args.precision,
+            train_limit=args.train_limit,
+        ),
+        gate=GateConfig(
+            min_accuracy=args.min_accuracy,
+            tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
+            force=args.force,
+        ),
+        keep=args.keep,
+        data_dir=args.data_dir or DEFAULT_DATA_DIR,
+        fetch_data=args.fetch_data,
+        serving_config=args.serving_config,
+        report_png=not args.no_report_png,
+    )
+    try:
+        outcome = run_export(request)
+    except MnistDataError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    if not outcome.published:
+        print(f"not published: {args.model_name} {args.arch} test accuracy {outcome.accuracy:.4f}")
+        return EXIT_REFUSED
+    times = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in outcome.timings.items())
+    print(f"timings: {times}")
+    print(
+        f"published {args.model_name} version {outcome.version} ({outcome.path}): "
+        f"test accuracy {outcome.accuracy:.4f} ({outcome.accuracy * 100:.2f}%)"
+    )
+    return 0

@@ -1,0 +1,250 @@
+"""The model repository: ``<root>/<model_name>/<version>/``, as TF Serving reads it.
+
+Rules (why each exists):
+- A version is a directory whose whole name is a decimal integer; TF Serving loads every such
+  directory it sees, so nothing numeric ever appears before it is complete.
+- A version is built in a hidden, non-numeric staging directory on the same filesystem and
+  renamed into place: rename(2) is atomic, so a poller sees no version or a whole one.
+- Version numbers are reserved with an exclusive lock file (``.version-<N>.lock``, O_EXCL),
+  never with an empty numeric directory, so two exporters get different numbers.
+- A crash or Ctrl-C leaves at most a staging directory or a lock file owned by a dead process;
+  both are non-numeric (invisible to servers) and the next publish removes them.
+- Published versions are immutable; deletion (retention) renames a version to a hidden name
+  first, so a server never sees half a version.
+The repository is meant for a local filesystem: ownership of debris is judged by process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+VERSION_RE = re.compile(r"^[0-9]+$")
+STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
+LOCK_RE = re.compile(r"^\.version-([0-9]+)\.lock$")
+STAGING_RE = re.compile(r"^\.staging-([0-9]+)-[0-9a-f]+$")
+DEFAULT_STALE_AFTER_S = 24 * 3600.0  # debris of a live process older than this is stale too
+
+
+class RepositoryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    version: int
+    path: Path
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a staged version's files before it becomes visible (a crash then can't expose
+    a version with empty files)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+class ModelRepository:
+    """One model's versions under ``<root>/<model_name>/``."""
+
+    def __init__(
+        self, root: Path | str, model_name: str, stale_after_s: float = DEFAULT_STALE_AFTER_S
+    ) -> None:
+        if not model_name or "/" in model_name or model_name.startswith("."):
+            raise ValueError(f"invalid model name {model_name!r}")
+        self.root = Path(root)
+        self.model_name = model_name
+        self.model_dir = self.root / model_name
+        self.stale_after_s = stale_after_s
+
+    # ----- reading -------------------------------------------------------------------------
+
+    def versions(self) -> list[int]:
+        """Published versions, ascending."""
+        if not self.model_dir.is_dir():
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in self.model_dir.iterdir()
+            if VERSION_RE.match(entry.name) and entry.is_dir()
+        )
+
+    def latest(self) -> int | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def version_path(self, version: int) -> Path:
+        return self.model_dir / str(version)
+
+    def published(self) -> list[PublishedVersion]:
+        return [PublishedVersion(v, self.version_path(v)) for v in self.versions()]
+
+    def reserved(self) -> list[int]:
+        """Numbers currently held by lock files (live or not yet cleaned)."""
+        if not self.model_dir.is_dir():
+            return []
+        return sorted(
+            int(m.group(1)) for e in self.model_dir.iterdir() if (m := LOCK_RE.match(e.name))
+        )
+
+    # ----- staging -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh hidden build directory beside the versions; removed on exit unless it
+        was published (renamed away) meanwhile. Removal also runs on Ctrl-C."""
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        path = self.model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # ----- reservation and publishing -------------------------------------------------------
+
+    def _lock_path(self, version: int) -> Path:
+        return self.model_dir / f".version-{version}.lock"
+
+    @contextlib.contextmanager
+    def reserve(self, max_attempts: int = 1000) -> Iterator[int]:
+        """Hold the next version number until the block ends (lock file, O_EXCL)."""
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(max_attempts):
+            candidate = max([0, *self.versions(), *self.reserved()]) + 1
+            lock = self._lock_path(candidate)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue  # someone else holds it: look again
+            with os.fdopen(fd, "w") as handle:
+                json.dump(
+                    {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()},
+                    handle,
+                )
+            # A racer may have published this number (or a higher one) between our listing
+            # and our lock; versions must stay new and increasing.
+            if any(v >= candidate for v in self.versions()):
+                lock.unlink(missing_ok=True)
+                continue
+            try:
+                yield candidate
+            finally:
+                lock.unlink(missing_ok=True)
+            return
+        raise RepositoryError(f"{self.model_dir}: could not reserve a version number")
+
+    def publish(
+        self, staged: Path, finalize: Callable[[Path, int], None] | None = None
+    ) -> PublishedVersion:
+        """Make ``staged`` the next version: reserve a number, let ``finalize`` write
+        version-specific files into the staged directory, flush, rename. Returns the version."""
+        staged = Path(staged)
+        if staged.parent.resolve() != self.model_dir.resolve():
+            raise RepositoryError(f"{staged}: staged directory must live in {self.model_dir}")
+        self.clean_stale()
+        with self.reserve() as version:
+            if finalize is not None:
+                finalize(staged, version)
+            _fsync_tree(staged)
+            target = self.version_path(version)
+            os.rename(staged, target)  # atomic; never replaces: the number is ours and fresh
+            _fsync_dir(self.model_dir)
+        return PublishedVersion(version, target)
+
+    # ----- cleanup and retention -----------------------------------------------------------
+
+    def _owner_dead_or_old(self, pid: int, path: Path) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return not pid_alive(pid) or age > self.stale_after_s
+
+    def clean_stale(self) -> list[Path]:
+        """Remove debris of crashed exports: staging dirs and locks of dead processes, and
+        half-finished deletions. Returns what was removed."""
+        removed: list[Path] = []
+        if not self.model_dir.is_dir():
+            return removed
+        for entry in self.model_dir.iterdir():
+            if m := STAGING_RE.match(entry.name):
+                if self._owner_dead_or_old(int(m.group(1)), entry):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            elif LOCK_RE.match(entry.name):
+                if self._lock_is_stale(entry):
+                    entry.unlink(missing_ok=True)
+                    removed.append(entry)
+            elif entry.name.startswith(DELETING_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+    def _lock_is_stale(self, lock: Path) -> bool:
+        try:
+            owner = json.loads(lock.read_text() or "{}")
+        except (OSError, ValueError):
+            owner = {}
+        pid = owner.get("pid")
+        if not isinstance(pid, int):
+            # Being written right now, or garbage: stale only once it is old.
+            try:
+                return time.time() - lock.stat().st_mtime > 60.0
+            except FileNotFoundError:
+                return False
+        if owner.get("host") not in (None, socket.gethostname()):
+            return time.time() - float(owner.get("created", 0)) > self.stale_after_s
+        return self._owner_dead_or_old(pid, lock)
+
+    def delete_version(self, version: int) -> None:
+        """Remove a version: hide it by rename first, then delete the hidden copy."""
+        path = self.version_path(version)
+        hidden = self.model_dir / f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+        os.rename(path, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+    def apply_retention(self, keep: int, protected: Iterable[int] = ()) -> list[int]:
+        """Keep the newest ``keep`` versions and every protected one; delete the rest.
+        Returns the deleted versions."""
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        versions = self.versions()
+        kept = set(versions[-keep:]) | set(protected)
+        doomed = [v for v in versions if v not in kept]
+        for version in doomed:
+            self.delete_version(version)
+        return doomed

@@ -1,0 +1,49 @@
+"""Which versions retention must never delete: those the rollout state names (stable,
+previous stable, canary) and those a TF Serving model config file pins (specific versions
+or version labels) for this model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.rollout_state import load_state
+
+# Where `serving` keeps its ModelServerConfig by convention; an explicit path wins.
+DEFAULT_SERVING_CONFIG = "models.config"
+
+
+class ServingConfigError(ValueError):
+    pass
+
+
+def versions_in_serving_config(config_path: Path, model_name: str) -> set[int]:
+    """Versions that a ModelServerConfig text proto names for ``model_name``."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(Path(config_path).read_text(), config)
+    except (OSError, text_format.ParseError) as exc:
+        raise ServingConfigError(f"{config_path}: cannot read serving config ({exc})") from exc
+    named: set[int] = set()
+    for model in config.model_config_list.config:
+        if model.name != model_name:
+            continue
+        named.update(int(v) for v in model.model_version_policy.specific.versions)
+        named.update(int(v) for v in model.version_labels.values())
+    return named
+
+
+def protected_versions(
+    repo_root: Path, model_name: str, serving_config: Path | None = None
+) -> set[int]:
+    """Rollout-state versions plus serving-config versions (``<repo>/models.config`` is read
+    when no path is given and it exists)."""
+    protected = load_state(repo_root, model_name).named_versions()
+    if serving_config is None:
+        default = Path(repo_root) / DEFAULT_SERVING_CONFIG
+        serving_config = default if default.exists() else None
+    if serving_config is not None:
+        protected |= versions_in_serving_config(serving_config, model_name)
+    return protected
