@@ -304,6 +304,10 @@ def reference_errors(objs: list[Obj]) -> list[str]:
                                 f"{ident(obj)}: ingress port {port['port']!r} is not a port of "
                                 f"{pod.name}"
                             )
+        elif kind == "InferenceService":
+            account = (spec.get("predictor") or {}).get("serviceAccountName")
+            if account and not index.has("ServiceAccount", namespace, account):
+                errors.append(f"{ident(obj)}: serviceAccountName {account!r} is not defined")
         elif kind == "HorizontalPodAutoscaler":
             ref = spec.get("scaleTargetRef") or {}
             target = next(
