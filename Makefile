@@ -16,12 +16,14 @@ PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv export list test lint serve stop status bench k8s-validate canary promote rollback mobile seeds clean
+.PHONY: help venv export list test lint serve stop status bench k8s-validate canary promote rollback pin rollout mobile seeds clean
 
 help:
 	@echo "make export        train + gate + publish a version (ARCH=cnn|softmax, MODEL_REPO=models)"
 	@echo "make serve         serve MODEL_REPO on gRPC :8500 and REST :8501 (SERVER=auto|docker|embedded)"
 	@echo "make stop|status   stop or inspect the background server"
+	@echo "make pin [VERSION=N]  begin rollouts: serve one version under the 'stable' label"
+	@echo "make canary VERSION=N | promote | rollback | rollout   model-level rollout (labels)"
 	@echo "make test          the whole test suite (what CI runs)"
 	@echo "make bench         server and codec benchmarks"
 	@echo "make k8s-validate  render and validate the Kubernetes manifests offline"
@@ -70,6 +72,12 @@ promote: $(STAMP)
 
 rollback: $(STAMP)
 	$(PY) -m serving rollout rollback --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+
+pin: $(STAMP)
+	$(PY) -m serving rollout pin $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+
+rollout: $(STAMP)
+	$(PY) -m serving rollout status --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

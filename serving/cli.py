@@ -63,20 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p_status)
 
     p_roll = commands.add_parser("rollout", help="canary / promote / rollback model versions")
-    _common(p_roll)
-    p_roll.add_argument("--repo", default=None, help="must match the served repository if given")
-    p_roll.add_argument("--model-name", default=None, help="must match the served model if given")
-    p_roll.add_argument("--timeout", type=float, default=180.0)
+    # Options live on each step so `rollout canary 3 --repo models` parses (as make calls it).
+    step_options = argparse.ArgumentParser(add_help=False)
+    _common(step_options)
+    step_options.add_argument("--repo", default=None, help="must match the served repository")
+    step_options.add_argument("--model-name", default=None, help="must match the served model")
+    step_options.add_argument("--timeout", type=float, default=180.0)
     steps = p_roll.add_subparsers(dest="step", required=True)
     p_pin = steps.add_parser(
-        "pin", help="begin rollouts: serve VERSION (default: what serves now) as stable"
+        "pin",
+        parents=[step_options],
+        help="begin rollouts: serve VERSION (default: what serves now) as stable",
     )
     p_pin.add_argument("version", type=int, nargs="?")
-    p_canary = steps.add_parser("canary", help="load VERSION beside stable and label it canary")
+    p_canary = steps.add_parser(
+        "canary", parents=[step_options], help="load VERSION beside stable, label it canary"
+    )
     p_canary.add_argument("version", type=int)
-    steps.add_parser("promote", help="make the canary the stable version")
-    steps.add_parser("rollback", help="drop the canary, or go back to the previous stable")
-    steps.add_parser("status", help="print what serves and the rollout state")
+    steps.add_parser("promote", parents=[step_options], help="make the canary the stable version")
+    steps.add_parser(
+        "rollback",
+        parents=[step_options],
+        help="drop the canary, or go back to the previous stable version",
+    )
+    steps.add_parser("status", parents=[step_options], help="what serves + the rollout state")
     return parser
 
 
