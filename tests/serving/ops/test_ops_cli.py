@@ -119,7 +119,7 @@ def test_corrupt_server_record(run_dir, capsys):
 
 
 def test_rollout_without_a_server(run_dir, capsys):
-    assert main(["rollout", "--run-dir", str(run_dir.path), "promote"]) == EXIT_ERROR
+    assert main(["rollout", "promote", "--run-dir", str(run_dir.path)]) == EXIT_ERROR
     assert "nothing is serving" in capsys.readouterr().err
 
 
