@@ -18,6 +18,7 @@ GetModelStatus reports (every version ever seen, END after unload, descending).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import Executor
@@ -93,10 +94,8 @@ class ModelController:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def set_aspired(self, versions: list[VersionDir]) -> None:
         self.aspired = versions

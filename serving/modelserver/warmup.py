@@ -43,7 +43,8 @@ def _iter_records(path: str):
     import tensorflow as tf
 
     try:
-        yield from tf.compat.v1.io.tf_record_iterator(path)
+        for record in tf.data.TFRecordDataset(path):
+            yield record.numpy()
     except tf.errors.OpError as exc:
         raise errors.DataLoss(
             f"{exc.message}. Please verify your warmup data is in TFRecord format."
