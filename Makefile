@@ -27,6 +27,8 @@ help:
 	@echo "make test          the whole test suite (what CI runs)"
 	@echo "make bench         server and codec benchmarks"
 	@echo "make k8s-validate  render and validate the Kubernetes manifests offline"
+	@echo "make k8s-render|k8s-apply K8S_OVERLAY=dev|prod   k8s-config STABLE=N [CANARY=M]"
+	@echo "make k8s-canary | k8s-promote VERSION=N | k8s-rollback | k8s-undo | k8s-status | k8s-model-status"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,8 +84,66 @@ rollout: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# --- Kubernetes (k8s/, docs/k8s-runbook.md). Everything up to k8s-config works offline. ---
+K8S_OVERLAY ?= dev
+K8S_NS ?= $(if $(filter dev,$(K8S_OVERLAY)),mnist-dev,mnist)
+KUBECTL ?= kubectl
+K8S_TIMEOUT ?= 20m
+K8S_PROBE_IMAGE ?= busybox:1.36.1
+K8S_CLUSTER_DOMAIN ?= cluster.local
+K8S_RUN = $(KUBECTL) -n $(K8S_NS)
+# A throwaway pod that passes the restricted Pod Security profile of the namespace.
+K8S_PROBE_OVERRIDES := {"spec":{"automountServiceAccountToken":false,"securityContext":{"runAsNonRoot":true,"runAsUser":65532,"runAsGroup":65532,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"mnist-model-status","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}
+
+.PHONY: k8s-render k8s-config k8s-apply k8s-canary k8s-promote k8s-rollback k8s-undo k8s-status k8s-model-status
+
 k8s-validate: $(STAMP)
 	$(PY) tools/k8s_validate.py
+	$(PY) -m pytest tests/k8s -q -p no:cacheprovider
+
+k8s-render:
+	$(KUBECTL) kustomize k8s/overlays/$(K8S_OVERLAY)
+
+k8s-config: $(STAMP)
+	@test -n "$(STABLE)" || { echo "usage: make k8s-config STABLE=N [CANARY=M]"; exit 2; }
+	$(PY) tools/k8s_validate.py config --stable $(STABLE) $(if $(CANARY),--canary $(CANARY))
+
+k8s-apply: k8s-validate
+	$(KUBECTL) apply -k k8s/overlays/$(K8S_OVERLAY)
+	$(K8S_RUN) rollout status deployment/mnist --timeout=$(K8S_TIMEOUT)
+
+k8s-canary: K8S_NS = mnist
+k8s-canary: k8s-validate
+	$(KUBECTL) apply -k k8s/overlays/canary
+	$(K8S_RUN) rollout status deployment/mnist-canary --timeout=$(K8S_TIMEOUT)
+
+k8s-promote: K8S_NS = mnist
+k8s-promote: $(STAMP)
+	@test -n "$(VERSION)" || { echo "usage: make k8s-promote VERSION=N (the canary version)"; exit 2; }
+	$(PY) tools/k8s_validate.py config --stable $(VERSION)
+	$(MAKE) --no-print-directory k8s-validate
+	$(KUBECTL) apply -k k8s/overlays/prod
+	$(K8S_RUN) rollout status deployment/mnist --timeout=$(K8S_TIMEOUT)
+	$(K8S_RUN) delete deployment,service,configmap -l track=canary --ignore-not-found
+
+k8s-rollback: K8S_NS = mnist
+k8s-rollback:
+	$(K8S_RUN) delete deployment,service,configmap -l track=canary --ignore-not-found
+
+k8s-undo:
+	$(K8S_RUN) rollout undo deployment/mnist
+	$(K8S_RUN) rollout status deployment/mnist --timeout=$(K8S_TIMEOUT)
+
+k8s-status:
+	$(K8S_RUN) get deployments,hpa,pdb -l app.kubernetes.io/name=mnist
+	$(K8S_RUN) rollout status deployment/mnist --watch=false
+	-$(K8S_RUN) rollout status deployment/mnist-canary --watch=false 2>/dev/null
+	$(K8S_RUN) get pods -l app.kubernetes.io/component=model-server -L track -o wide
+
+k8s-model-status:
+	$(K8S_RUN) run mnist-model-status --rm -i --quiet --restart=Never \
+	  --image=$(K8S_PROBE_IMAGE) --override-type=strategic --overrides='$(K8S_PROBE_OVERRIDES)' \
+	  --command -- sh -c 'for ip in $$(nslookup -type=a mnist-headless.$(K8S_NS).svc.$(K8S_CLUSTER_DOMAIN) | awk "/^Address/ && !/:53\$$/ {print \$$2}"); do echo "== pod $$ip"; wget -qO- -T 5 http://$$ip:8501/v1/models/$(MODEL_NAME) || echo "(no answer)"; done'
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
