@@ -154,15 +154,23 @@ def check_signature(saved_model_dir: Path) -> None:
     else:
         spec = inputs["images"]
         if spec.dtype != tf.float32 or spec.shape.as_list() not in ([None, 784], [1, 784]):
-            problems.append(f"input 'images' is {spec.dtype.name} {spec.shape.as_list()}, expected float32 [None, 784]")
+            problems.append(
+                f"input 'images' is {spec.dtype.name} {spec.shape.as_list()}, expected float32 [None, 784]"
+            )
     if not isinstance(outputs, dict) or "scores" not in outputs:
-        problems.append(f"outputs are {sorted(outputs) if isinstance(outputs, dict) else outputs}, expected 'scores'")
+        problems.append(
+            f"outputs are {sorted(outputs) if isinstance(outputs, dict) else outputs}, expected 'scores'"
+        )
     else:
         spec = outputs["scores"]
         if spec.dtype != tf.float32 or spec.shape.rank != 2 or spec.shape[-1] != 10:
-            problems.append(f"output 'scores' is {spec.dtype.name} {spec.shape.as_list()}, expected float32 [None, 10]")
+            problems.append(
+                f"output 'scores' is {spec.dtype.name} {spec.shape.as_list()}, expected float32 [None, 10]"
+            )
     if problems:
-        raise MobileExportError(f"{saved_model_dir}: signature {SIGNATURE!r}: " + "; ".join(problems))
+        raise MobileExportError(
+            f"{saved_model_dir}: signature {SIGNATURE!r}: " + "; ".join(problems)
+        )
 
 
 def reference_scores(saved_model_dir: Path, images: np.ndarray) -> np.ndarray:
@@ -229,7 +237,9 @@ def publish(staged: Path, target: Path, force: bool) -> None:
     try:
         os.rename(staged, target)
     except OSError as exc:
-        raise MobileExportError(f"{target}: could not publish ({exc}); another export won the race?") from exc
+        raise MobileExportError(
+            f"{target}: could not publish ({exc}); another export won the race?"
+        ) from exc
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -345,16 +355,32 @@ def build_mobile(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--repo", type=Path, default=Path("models"), help="model repository root (default: models)")
-    parser.add_argument("--model-name", default="mnist", help="model name (default: mnist)")
-    parser.add_argument("--version", type=int, default=None, help="published version (default: the newest)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX directory (default: data/mnist)")
     parser.add_argument(
-        "--limit", type=int, default=None, help="evaluate on the first N test images only (a sample; default: all 10,000)"
+        "--repo", type=Path, default=Path("models"), help="model repository root (default: models)"
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="LiteRT parity batch size (default 1, as an app runs)")
+    parser.add_argument("--model-name", default="mnist", help="model name (default: mnist)")
+    parser.add_argument(
+        "--version", type=int, default=None, help="published version (default: the newest)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST IDX directory (default: data/mnist)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate on the first N test images only (a sample; default: all 10,000)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="LiteRT parity batch size (default 1, as an app runs)",
+    )
     parser.add_argument("--coreml-precision", choices=("fp16", "fp32"), default="fp16")
-    parser.add_argument("--force", action="store_true", help="replace an existing mobile/<model>/<version>/")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing mobile/<model>/<version>/"
+    )
     parser.set_defaults(func=run_command)
     return parser
 
@@ -381,7 +407,9 @@ def run_command(args: argparse.Namespace) -> int:
         force=args.force,
     )
     if options.batch_size < 1:
-        print(f"export mobile: --batch-size must be >= 1, got {options.batch_size}", file=sys.stderr)
+        print(
+            f"export mobile: --batch-size must be >= 1, got {options.batch_size}", file=sys.stderr
+        )
         return 2
 
     def log(message: str) -> None:
@@ -401,7 +429,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m export mobile", description=__doc__))
+    parser = add_arguments(
+        argparse.ArgumentParser(prog="python -m export mobile", description=__doc__)
+    )
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -58,7 +58,9 @@ def convert(saved_model_dir: Path, signature: str, options: CoreMLOptions) -> An
             minimum_deployment_target=getattr(ct.target, options.deployment_target),
         )
     except Exception as exc:  # coremltools raises many types (ValueError, NotImplementedError...)
-        raise MobileExportError(f"Core ML conversion of signature {signature!r} failed: {exc}") from exc
+        raise MobileExportError(
+            f"Core ML conversion of signature {signature!r} failed: {exc}"
+        ) from exc
     return _name_output(model)
 
 
@@ -72,10 +74,9 @@ def _name_output(model: Any) -> Any:
     if len(outputs) != 1 or outputs[0] == OUTPUT_NAME:
         return model  # the spec check reports a wrong number of outputs
     rename_feature(spec, outputs[0], OUTPUT_NAME)
-    spec.description.input[0].shortDescription = (
-        "784 floats in [0, 1]: a 28x28 image row by row, white digit on black"
-    )
-    spec.description.output[0].shortDescription = "probability of each digit 0-9"
+    image_input, scores_output = spec.description.input[0], spec.description.output[0]
+    image_input.shortDescription = "784 floats in [0, 1]: 28x28 row by row, white digit on black"
+    scores_output.shortDescription = "probability of each digit 0-9"
     return ct.models.MLModel(spec, weights_dir=model.weights_dir)
 
 
@@ -98,7 +99,9 @@ def _array_dtype(feature: Any) -> str:
 
     if feature.type.WhichOneof("Type") != "multiArrayType":
         return feature.type.WhichOneof("Type") or "unknown"
-    return FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(feature.type.multiArrayType.dataType)
+    return FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(
+        feature.type.multiArrayType.dataType
+    )
 
 
 def _program_dtypes(spec: Any) -> tuple[set[str], set[str]]:
@@ -118,7 +121,9 @@ def _program_dtypes(spec: Any) -> tuple[set[str], set[str]]:
     return computed, weights
 
 
-def summarize(model: Any, artefact: str, size_bytes: int, seconds: float, options: CoreMLOptions) -> CoreMLSummary:
+def summarize(
+    model: Any, artefact: str, size_bytes: int, seconds: float, options: CoreMLOptions
+) -> CoreMLSummary:
     """Read the spec and list what an app would trip over."""
     spec = model.get_spec()
     kind = spec.WhichOneof("Type") or "unknown"
@@ -134,16 +139,26 @@ def summarize(model: Any, artefact: str, size_bytes: int, seconds: float, option
     input_dtype = _array_dtype(inputs[0]) if inputs else ""
     if input_name != INPUT_NAME:
         failures.append(f"input is named {input_name!r}, expected {INPUT_NAME!r}")
-    if len(input_shape) != 2 or input_shape[1] != INPUT_WIDTH or (input_shape[0] != 1 and not flexible):
-        failures.append(f"input shape is {input_shape}, expected [1, {INPUT_WIDTH}] or a flexible batch")
+    if (
+        len(input_shape) != 2
+        or input_shape[1] != INPUT_WIDTH
+        or (input_shape[0] != 1 and not flexible)
+    ):
+        failures.append(
+            f"input shape is {input_shape}, expected [1, {INPUT_WIDTH}] or a flexible batch"
+        )
     if input_dtype != "FLOAT32":
         failures.append(f"input type is {input_dtype}, expected FLOAT32")
     output_info = []
     for out in outputs:
-        shape, _ = _array_shape(out) if out.type.WhichOneof("Type") == "multiArrayType" else ([], False)
+        shape, _ = (
+            _array_shape(out) if out.type.WhichOneof("Type") == "multiArrayType" else ([], False)
+        )
         output_info.append({"name": out.name, "shape": shape, "dtype": _array_dtype(out)})
     if [o["name"] for o in output_info] != [OUTPUT_NAME]:
-        failures.append(f"outputs are {[o['name'] for o in output_info]}, expected [{OUTPUT_NAME!r}]")
+        failures.append(
+            f"outputs are {[o['name'] for o in output_info]}, expected [{OUTPUT_NAME!r}]"
+        )
     elif output_info[0]["shape"][-1:] != [NUM_CLASSES] or len(output_info[0]["shape"]) != 2:
         failures.append(f"output shape is {output_info[0]['shape']}, expected [1, {NUM_CLASSES}]")
     computed, weights = _program_dtypes(spec) if kind == "mlProgram" else (set(), set())

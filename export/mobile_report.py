@@ -168,8 +168,12 @@ def render_table(report: MobileReport) -> str:
         )
     if report.coreml is not None:
         c = report.coreml
-        shape = "x".join(str(d) for d in c.input_shape) + (" (flexible batch)" if c.input_flexible_batch else "")
-        outs = ", ".join(f"{o['name']} {'x'.join(str(d) for d in o['shape'])} {o['dtype']}" for o in c.outputs)
+        shape = "x".join(str(d) for d in c.input_shape) + (
+            " (flexible batch)" if c.input_flexible_batch else ""
+        )
+        outs = ", ".join(
+            f"{o['name']} {'x'.join(str(d) for d in o['shape'])} {o['dtype']}" for o in c.outputs
+        )
         lines += [
             "",
             f"{c.artefact}: {c.model_type}, spec v{c.specification_version}, "

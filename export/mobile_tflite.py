@@ -81,7 +81,10 @@ def inspect_io(model: bytes, signature: str, artefact: str) -> TFLiteIO:
             f"{artefact}: expected 1 input and 1 output, got inputs {sorted(inputs)} "
             f"and outputs {sorted(outputs)}"
         )
-    (in_name, in_detail), (out_name, out_detail) = next(iter(inputs.items())), next(iter(outputs.items()))
+    (in_name, in_detail), (out_name, out_detail) = (
+        next(iter(inputs.items())),
+        next(iter(outputs.items())),
+    )
     in_shape = [int(d) for d in in_detail["shape_signature"]]
     out_shape = [int(d) for d in out_detail["shape_signature"]]
     problems = []
@@ -98,7 +101,9 @@ def inspect_io(model: bytes, signature: str, artefact: str) -> TFLiteIO:
     return TFLiteIO(in_name, in_shape, out_name, out_shape)
 
 
-def run(model: bytes, signature: str, io: TFLiteIO, images: np.ndarray, batch_size: int = 1) -> np.ndarray:
+def run(
+    model: bytes, signature: str, io: TFLiteIO, images: np.ndarray, batch_size: int = 1
+) -> np.ndarray:
     """Scores for every image, fed ``batch_size`` at a time (the last batch may be smaller)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -141,9 +146,17 @@ def compare(
     accuracy = float(np.mean(predictions == labels)) if n else 0.0
     reference_accuracy = float(np.mean(reference_predictions == labels)) if n else 0.0
     diff = np.abs(scores.astype(np.float64) - reference_scores.astype(np.float64))
-    max_diff = float(np.nanmax(np.where(np.isfinite(diff), diff, np.nan))) if finite_rows.any() else float("nan")
+    max_diff = (
+        float(np.nanmax(np.where(np.isfinite(diff), diff, np.nan)))
+        if finite_rows.any()
+        else float("nan")
+    )
     differing = int(np.sum((predictions != reference_predictions) | ~finite_rows))
-    row_sum_error = float(np.max(np.abs(scores[finite_rows].sum(axis=1) - 1.0))) if finite_rows.any() else float("nan")
+    row_sum_error = (
+        float(np.max(np.abs(scores[finite_rows].sum(axis=1) - 1.0)))
+        if finite_rows.any()
+        else float("nan")
+    )
     delta_points = (accuracy - reference_accuracy) * 100.0
 
     failures: list[str] = []
@@ -158,13 +171,17 @@ def compare(
             f"scores are not probabilities: a row sums to 1 {row_sum_error:+.2e} "
             f"(tolerance {ROW_SUM_TOLERANCE:g})"
         )
-    if thresholds.max_differing_predictions is not None and differing > thresholds.max_differing_predictions:
+    if (
+        thresholds.max_differing_predictions is not None
+        and differing > thresholds.max_differing_predictions
+    ):
         failures.append(
             f"{differing} of {n} predictions differ from the SavedModel "
             f"(allowed {thresholds.max_differing_predictions})"
         )
+    # The epsilon absorbs float rounding: 1 image in 1,000 is 0.1 points, not 0.10000000000000009.
     if thresholds.max_accuracy_delta_points is not None and not (
-        abs(delta_points) <= thresholds.max_accuracy_delta_points
+        abs(delta_points) <= thresholds.max_accuracy_delta_points + 1e-9
     ):
         failures.append(
             f"accuracy {accuracy * 100:.2f}% vs SavedModel {reference_accuracy * 100:.2f}% "
