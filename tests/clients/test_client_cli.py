@@ -84,7 +84,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_errors_are_one_line_without_traceback(servers, digit_files, tmp_path):
     cases = [
         (["status", "--target", servers["grpc"], "--model", "nope"], "ModelNotFound"),
-        (["predict", "--target", servers["rest"], "--version", "7", digit_files[0]], "Specific(mnist, 7)"),
+        (
+            ["predict", "--target", servers["rest"], "--version", "7", digit_files[0]],
+            "Specific(mnist, 7)",
+        ),
         (["predict", "--target", servers["grpc"], str(tmp_path / "missing.png")], "cannot read"),
         (["status", "--target", "grpc://127.0.0.1:1", "--timeout", "1"], "Unavailable"),
         (["status", "--target", "ftp://x"], "not a gRPC target"),
