@@ -15,7 +15,7 @@ import numpy as np
 
 from export.gate import GateConfig, GateDecision, decide, evaluate_saved_model, stable_reference
 from export.metadata import git_revision, runtime_versions, write_metadata
-from export.mnist_data import DEFAULT_DATA_DIR, load_mnist, to_model_input
+from export.mnist_data import DEFAULT_DATA_DIR, MnistData, load_mnist, to_model_input
 from export.report import confusion_matrix, write_report_json, write_report_png
 from export.repository import ModelRepository
 from export.retention import protected_versions
@@ -55,8 +55,12 @@ def _png_digits(images: np.ndarray) -> list[bytes]:
     return [tf.io.encode_png(image[..., None]).numpy() for image in images]
 
 
-def run_export(request: ExportRequest, out: TextIO = sys.stdout) -> ExportOutcome:
-    """Train, gate and (if accepted) publish one version; returns what happened."""
+def run_export(
+    request: ExportRequest, out: TextIO = sys.stdout, data: MnistData | None = None
+) -> ExportOutcome:
+    """Train, gate and (if accepted) publish one version; returns what happened.
+
+    ``data``: an already verified dataset (else it is loaded from ``request.data_dir``)."""
     from export.signatures import build_serving_module, save_serving_model, signature_methods
     from export.warmup import warmup_records, write_warmup
 
@@ -70,7 +74,8 @@ def run_export(request: ExportRequest, out: TextIO = sys.stdout) -> ExportOutcom
         timings[name] = round(now - mark, 3)
         mark = now
 
-    data = load_mnist(request.data_dir, fetch=request.fetch_data)
+    if data is None:
+        data = load_mnist(request.data_dir, fetch=request.fetch_data)
     lap("load_data_s")
     result = train(request.train, data, out)
     lap("train_s")

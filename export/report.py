@@ -50,7 +50,7 @@ def write_report_png(
     ax_loss.legend()
 
     epochs = np.arange(1, len(history.get("accuracy", [])) + 1)
-    for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
+    for key, label in (("accuracy", "train"), ("val_accuracy", "test sample")):
         if history.get(key):
             ax_acc.plot(epochs, history[key], marker="o", label=label)
     ax_acc.set_xlabel("epoch")
@@ -59,9 +59,11 @@ def write_report_png(
 
     shown = np.log1p(confusion)  # the diagonal would drown every mistake on a linear scale
     ax_cm.imshow(shown, cmap="Blues")
+    bright = shown.max() / 2
     for (row, col), count in np.ndenumerate(confusion):
         if count:
-            ax_cm.text(col, row, str(count), ha="center", va="center", fontsize=6)
+            color = "white" if shown[row, col] > bright else "black"
+            ax_cm.text(col, row, str(count), ha="center", va="center", fontsize=6, color=color)
     ax_cm.set_xticks(range(10))
     ax_cm.set_yticks(range(10))
     ax_cm.set_xlabel("predicted")

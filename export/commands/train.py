@@ -83,9 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export.gate import DEFAULT_TOLERANCE, GateConfig
-    from export.mnist_data import DEFAULT_DATA_DIR, MnistDataError
-    from export.pipeline import ExportRequest, run_export
-    from export.training import TrainConfig
+    from export.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 
     if args.epochs is not None and args.epochs < 1:
         print("--epochs must be >= 1", file=sys.stderr)
@@ -93,6 +91,18 @@ def run(args: argparse.Namespace) -> int:
     if args.keep is not None and args.keep < 1:
         print("--keep must be >= 1", file=sys.stderr)
         return 2
+    # Verify the data before TensorFlow loads: a bad file is reported in a fraction of a second.
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    try:
+        data = load_mnist(data_dir, fetch=args.fetch_data)
+    except MnistDataError as exc:
+        print(f"data error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    print(f"data: {data_dir} verified (SHA-256 of the 4 decompressed IDX files)", flush=True)
+
+    from export.pipeline import ExportRequest, run_export
+    from export.training import TrainConfig
+
     request = ExportRequest(
         repo_root=args.repo,
         model_name=args.model_name,
@@ -111,16 +121,12 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
         ),
         keep=args.keep,
-        data_dir=args.data_dir or DEFAULT_DATA_DIR,
+        data_dir=data_dir,
         fetch_data=args.fetch_data,
         serving_config=args.serving_config,
         report_png=not args.no_report_png,
     )
-    try:
-        outcome = run_export(request)
-    except MnistDataError as exc:
-        print(f"data error: {exc}", file=sys.stderr)
-        return EXIT_DATA
+    outcome = run_export(request, data=data)
     if not outcome.published:
         print(f"not published: {args.model_name} {args.arch} test accuracy {outcome.accuracy:.4f}")
         return EXIT_REFUSED

@@ -1,0 +1,220 @@
+"""The gate: decisions from figures, and the real pipeline refusing / accepting tiny models."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.gate import (
+    Evaluation,
+    GateConfig,
+    StableReference,
+    decide,
+    stable_reference,
+)
+from export.metadata import write_metadata
+from export.repository import ModelRepository
+from export.rollout_state import RolloutState, save_state
+from export.tiny import TinyModelRepo
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _evaluation(accuracy: float, errors: dict[str, str] | None = None) -> Evaluation:
+    return Evaluation(accuracy, np.zeros(1, np.int64), errors or {}, ["serving_default"])
+
+
+def test_default_thresholds_per_architecture() -> None:
+    assert GateConfig().threshold("softmax") == 0.92
+    assert GateConfig().threshold("cnn") == 0.992
+    assert GateConfig(min_accuracy=0.5).threshold("cnn") == 0.5
+
+
+def test_accepts_a_good_model() -> None:
+    decision = decide(
+        _evaluation(0.9931), "cnn", GateConfig(), StableReference(3, 0.9935, "rollout state")
+    )
+    assert decision.accepted and not decision.reasons
+
+
+def test_refuses_below_threshold() -> None:
+    decision = decide(_evaluation(0.9915), "cnn", GateConfig(), None)
+    assert not decision.accepted
+    assert "below the cnn threshold 0.9920" in decision.reasons[0]
+
+
+def test_refuses_worse_than_stable_unless_forced() -> None:
+    stable = StableReference(3, 0.9950, "rollout state")
+    refused = decide(_evaluation(0.9925), "cnn", GateConfig(tolerance=0.002), stable)
+    assert not refused.accepted and "stable version 3" in refused.reasons[0]
+    assert "--force" in refused.reasons[0]
+    within = decide(_evaluation(0.9931), "cnn", GateConfig(tolerance=0.002), stable)
+    assert within.accepted
+    forced = decide(_evaluation(0.9925), "cnn", GateConfig(tolerance=0.002, force=True), stable)
+    assert forced.accepted and any("forced" in note for note in forced.notes)
+
+
+def test_force_never_skips_threshold_or_signature_checks() -> None:
+    forced = GateConfig(force=True)
+    assert not decide(_evaluation(0.5), "softmax", forced, None).accepted
+    broken = decide(_evaluation(0.99, {"predict_png": "InvalidArgumentError"}), "cnn", forced, None)
+    assert not broken.accepted and "predict_png" in broken.reasons[0]
+
+
+def test_stable_without_metrics_skips_comparison() -> None:
+    decision = decide(
+        _evaluation(0.93), "softmax", GateConfig(), StableReference(2, None, "newest published")
+    )
+    assert decision.accepted and "no metrics" in " ".join(decision.notes)
+
+
+def test_stable_reference_prefers_rollout_state(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path, "mnist")
+    assert stable_reference(repo) is None
+    for version, accuracy in ((1, 0.95), (2, 0.97), (3, 0.96)):
+        write_metadata(repo.version_path(version), {"metrics": {"test_accuracy": accuracy}})
+    assert stable_reference(repo) == StableReference(3, 0.96, "newest published")
+    save_state(tmp_path, "mnist", RolloutState(stable=2, previous_stable=1))
+    assert stable_reference(repo) == StableReference(2, 0.97, "rollout state")
+    save_state(tmp_path, "mnist", RolloutState(stable=9))  # names a version that is gone
+    assert stable_reference(repo).version == 3
+
+
+def _tiny_request(repo_root: Path, **gate: object):
+    from export.gate import GateConfig
+    from export.pipeline import ExportRequest
+    from export.training import TrainConfig
+
+    return ExportRequest(
+        repo_root=repo_root,
+        model_name="mnist",
+        train=TrainConfig(
+            arch="softmax",
+            epochs=1,
+            learning_rate=1e-2,
+            train_limit=3000,
+            validate_each_epoch=False,
+            progress_every=0,
+        ),
+        gate=GateConfig(**gate),  # type: ignore[arg-type]
+        report_png=False,
+    )
+
+
+def test_pipeline_refuses_worse_than_stable_and_publishes_nothing(
+    tmp_path: Path, tiny_mnist_repo: TinyModelRepo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.pipeline import run_export
+
+    # Stable: a copy of the tiny model whose metadata claims a much better accuracy.
+    repo = ModelRepository(tmp_path, "mnist")
+    shutil.copytree(tiny_mnist_repo.version_path, repo.version_path(1))
+    meta_path = repo.version_path(1) / "assets.extra/metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["metrics"]["test_accuracy"] = 0.99
+    meta_path.write_text(json.dumps(meta))
+
+    out = io.StringIO()
+    refused = run_export(_tiny_request(tmp_path, min_accuracy=0.3), out=out)
+    assert not refused.published and refused.version is None
+    assert "REFUSED" in out.getvalue() and "worse than stable version 1" in out.getvalue()
+    assert "export refused" in capsys.readouterr().err
+    assert sorted(p.name for p in repo.model_dir.iterdir()) == ["1"]  # no version, no debris
+
+    forced = run_export(_tiny_request(tmp_path, min_accuracy=0.3, force=True), out=io.StringIO())
+    assert forced.published and forced.version == 2
+    assert sorted(p.name for p in repo.model_dir.iterdir()) == ["1", "2"]
+
+    threshold = run_export(
+        _tiny_request(tmp_path, min_accuracy=0.999, force=True), out=io.StringIO()
+    )
+    assert (
+        not threshold.published and "below the softmax threshold" in threshold.decision.reasons[0]
+    )
+    assert repo.versions() == [1, 2]
+
+
+def test_cli_train_and_list(tmp_path: Path) -> None:
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "train",
+            "--arch",
+            "softmax",
+            "--repo",
+            str(tmp_path),
+            "--model-name",
+            "digits",
+            "--epochs",
+            "1",
+            "--seed",
+            "3",
+            "--train-limit",
+            "3000",
+            "--learning-rate",
+            "0.01",
+            "--min-accuracy",
+            "0.3",
+            "--keep",
+            "1",
+            "--no-report-png",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "precision: float32" in train.stdout
+    assert "published digits version 1" in train.stdout
+    assert "test accuracy 0." in train.stdout
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "list",
+            "--repo",
+            str(tmp_path),
+            "--model-name",
+            "digits",
+            "--json",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0
+    row = json.loads(listed.stdout)
+    assert row["version"] == 1 and row["architecture"] == "softmax" and row["seed"] == 3
+    assert 0.3 <= row["test_accuracy"] <= 1.0
+
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "train",
+            "--arch",
+            "softmax",
+            "--repo",
+            str(tmp_path),
+            "--data-dir",
+            str(tmp_path / "no-data"),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 4 and "file not found" in bad.stderr
