@@ -188,10 +188,7 @@ class DockerBackend:
         return None
 
     def alive(self, record: ServerRecord) -> bool:
-        try:
-            container = self._container(record)
-        except BackendError:
-            return False
+        container = self._container(record)  # BackendError when the engine is unreachable
         if container is None:
             return False
         container.reload()

@@ -95,12 +95,9 @@ def running_record(run_dir: RunDir, say: Say = print) -> ServerRecord | None:
         if run_dir.pid_file.exists():
             _clear_orphan_pid_file(run_dir, say)
         return None
-    try:
-        backend = make_backend(record.backend)
-        alive = backend.alive(record)
-    except BackendError:
-        alive = False
-    if alive:
+    # An engine we cannot reach is an error, not a stale record: forgetting a container that
+    # may still serve would leave it running with nothing to stop it.
+    if make_backend(record.backend).alive(record):
         return record
     say(
         f"removing stale server record {run_dir.record_file} "

@@ -94,3 +94,34 @@ def test_tensorflow_serving_container_serves_the_repository(request, tmp_path, u
             assert len(json.loads(r.read())["predictions"]) == 2
     finally:
         down(run_dir, say=lambda _: None)
+
+
+def test_auto_falls_back_to_embedded_and_docker_says_why():
+    from serving.backends.lifecycle import choose_backend
+    from serving.backends.record import BackendError
+
+    problem = engine_problem(timeout_s=1.0)
+    if problem is None:
+        assert choose_backend("auto", say=lambda _: None).name == "docker"
+        return
+    said: list[str] = []
+    assert choose_backend("auto", say=said.append).name == "embedded"
+    assert said == [f"using the embedded server: {problem}"]
+    with pytest.raises(BackendError, match="SERVER=docker but no Docker engine reachable"):
+        choose_backend("docker")
+
+
+def test_a_docker_record_without_an_engine_is_an_error_not_stale(tmp_path):
+    """Forgetting a container we cannot check would leave it running unmanaged."""
+    from serving.backends.lifecycle import running_record
+    from serving.backends.record import BackendError
+
+    if engine_problem(timeout_s=1.0) is None:
+        pytest.skip("a Docker engine answers here")
+    run_dir = RunDir(tmp_path / "run")
+    record = record_for(tmp_path)
+    record.container_id = "0123456789ab"
+    run_dir.write_record(record)
+    with pytest.raises(BackendError, match="docker backend unavailable"):
+        running_record(run_dir, say=lambda _: None)
+    assert run_dir.record_file.exists()

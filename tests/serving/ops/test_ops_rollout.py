@@ -236,3 +236,33 @@ def test_rollout_steps_without_their_precondition(server, capsys):
     assert "version 1 is already the stable version" in capsys.readouterr().err
     assert main(["rollout", "promote", "--repo", "/elsewhere", *argv]) == 1
     assert "the running server serves" in capsys.readouterr().err
+
+
+def test_without_the_reload_rpc_the_config_poll_applies_each_step(server, monkeypatch):
+    """Fallback path: HandleReloadConfigRequest unreachable -> the server's config-file poll
+    (--model_config_file_poll_wait_seconds) applies the written files, in the same order."""
+    from serving.backends import control as control_module
+
+    def no_rpc(self, config_text):
+        raise control_module.ReloadUnsupported("config reload over gRPC: UNIMPLEMENTED (test)")
+
+    record, run_dir, repo = server["record"], server["run_dir"], server["repo"]
+    canary = publish_copy(repo)
+    log: list[str] = []
+    monkeypatch.setattr(control_module.ModelControl, "reload", no_rpc)
+    Rollout(record, run_dir, say=log.append, timeout_s=60).canary(canary)
+    assert labels_now(record) == {"stable": 1, "canary": canary}
+    assert any("waiting for the config-file poll" in line for line in log)
+    monkeypatch.undo()
+    Rollout(record, run_dir, say=lambda _: None, timeout_s=60).rollback()
+    assert labels_now(record) == {"stable": 1, "canary": 1}
+
+
+def test_running_config_round_trips_through_the_parser(server):
+    from serving.rollout import parse_model_serving
+
+    text = (server["run_dir"].config_dir / "models.config").read_text()
+    parsed = parse_model_serving(text, "mnist")
+    assert parsed.render(server["record"].models_root) == text
+    with pytest.raises(RolloutError, match="does not serve a model named other"):
+        parse_model_serving(text, "other")
