@@ -50,11 +50,26 @@ def build_echo_model(export_dir: str) -> str:
         def double(self, x):
             return {"y": x * 2.0}
 
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.int64, name="n")])
+        def spin(self, n):
+            # Busy for about n loop iterations: a request that stays in flight for a while.
+            done = tf.while_loop(lambda i: i < n[0], lambda i: i + 1, [tf.constant(0, tf.int64)])
+            return {"done": tf.reshape(done, [1])}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def count(self, x):
+            return {"n": tf.shape(x)[:1], "total": tf.reduce_sum(x, keepdims=True)}
+
     module = Echo()
     tf.saved_model.save(
         module,
         export_dir,
-        signatures={"serving_default": module.echo, "double": module.double},
+        signatures={
+            "serving_default": module.echo,
+            "double": module.double,
+            "count": module.count,
+            "spin": module.spin,
+        },
     )
     return export_dir
 
