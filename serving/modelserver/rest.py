@@ -289,15 +289,43 @@ class RestApi:
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             raise _BodyTooLarge(self._too_large_message(request.content_length))
+        if "gzip" not in request.headers.get("Content-Encoding", "").lower():
+            try:
+                return await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise _BodyTooLarge(self._too_large_message(None)) from None
+        return await self._read_gzip_body(request)
+
+    async def _read_gzip_body(self, request: web.Request) -> bytes:
+        """gzip bodies may inflate to 100 MiB, as in TF Serving.
+
+        aiohttp's server inflates request bodies itself unless ``auto_decompress=False``; either
+        way the limit is enforced on the inflated bytes while reading, so a small "gzip bomb"
+        never gets buffered whole.
+        """
+        chunks: list[bytes] = []
+        total = 0
+        inflater: Any = None
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _BodyTooLarge(self._too_large_message(None)) from None
-        encoding = request.headers.get("Content-Encoding", "")
-        # aiohttp may already have inflated the body; gzip data always starts with 1f 8b.
-        if "gzip" in encoding.lower() and body[:2] == b"\x1f\x8b":
-            body = await self._offload(len(body) > OFFLOAD_BODY_BYTES // 8, _gunzip, body)
-        return body
+            async for chunk in request.content.iter_any():
+                if not chunks and inflater is None and chunk[:2] == b"\x1f\x8b":
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # still compressed
+                if inflater is not None:
+                    chunk = inflater.decompress(chunk, MAX_GZIP_UNCOMPRESSED_BYTES + 1 - total)
+                    if inflater.unconsumed_tail:
+                        total = MAX_GZIP_UNCOMPRESSED_BYTES + 1
+                total += len(chunk)
+                if total > MAX_GZIP_UNCOMPRESSED_BYTES:
+                    raise InvalidArgument(
+                        "Decompressed request body exceeds the limit of "
+                        f"{MAX_GZIP_UNCOMPRESSED_BYTES} bytes"
+                    )
+                chunks.append(chunk)
+        except ServingError:
+            raise
+        except Exception as e:  # zlib.error, aiohttp's ContentEncodingError, ...
+            raise InvalidArgument(f"Failed to decompress gzip request body: {e}") from None
+        return b"".join(chunks)
 
     def _too_large_message(self, size: int | None) -> str:
         got = f" of {size} bytes" if size is not None else ""
@@ -309,10 +337,12 @@ class RestApi:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def _with_timeout(self, coro: Any) -> Any:
+        """The data plane enforces ``timeout_s`` around inference (DEADLINE_EXCEEDED -> 504);
+        this only guards against a call that ignores it, with a little slack."""
         if self.timeout_s is None:
             return await coro
         try:
-            return await asyncio.wait_for(coro, self.timeout_s)
+            return await asyncio.wait_for(coro, self.timeout_s + 1.0)
         except TimeoutError:
             raise DeadlineExceeded("Deadline Exceeded") from None
 
@@ -417,19 +447,6 @@ def _proto_json(message: Any) -> str:
         indent=1,
         ensure_ascii=False,
     )
-
-
-def _gunzip(body: bytes) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, MAX_GZIP_UNCOMPRESSED_BYTES + 1)
-    except zlib.error as e:
-        raise InvalidArgument(f"Failed to decompress gzip request body: {e}") from None
-    if len(out) > MAX_GZIP_UNCOMPRESSED_BYTES or inflater.unconsumed_tail:
-        raise InvalidArgument(
-            f"Decompressed request body exceeds the limit of {MAX_GZIP_UNCOMPRESSED_BYTES} bytes"
-        )
-    return out
 
 
 def create_rest_app(
