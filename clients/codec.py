@@ -145,6 +145,7 @@ _BY_NUMPY: dict[np.dtype, _DTypeInfo] = {
     info.np_dtype: info for info in _TABLE if info.data_type != DataType.DT_STRING
 }
 _STRING = _BY_ENUM[DataType.DT_STRING]
+_LITTLE = {info.data_type: info.np_dtype.newbyteorder("<") for info in _TABLE}
 
 
 def dtype_name(data_type: int) -> str:
@@ -207,12 +208,11 @@ def fill_shape_proto(shape_msg: Any, shape: Sequence[int] | None) -> None:
 
 def _concrete_shape(msg: Any) -> tuple[tuple[int, ...], int]:
     shape_msg = msg.tensor_shape
+    shape = tuple([d.size for d in shape_msg.dim])
     if shape_msg.unknown_rank:
         raise TensorProtoError("TensorProto has an unknown rank; a tensor needs a full shape")
-    shape = tuple(int(d.size) for d in shape_msg.dim)
-    for size in shape:
-        if size < 0:
-            raise TensorProtoError(f"TensorProto has a negative dimension in shape {list(shape)}")
+    if shape and min(shape) < 0:
+        raise TensorProtoError(f"TensorProto has a negative dimension in shape {list(shape)}")
     return shape, math.prod(shape)
 
 
@@ -272,7 +272,7 @@ def tensor_proto_to_ndarray(msg: Any) -> np.ndarray:
                 f"{dtype_name(info.data_type)} needs {expected}"
             )
         # Zero-copy view of the bytes protobuf handed us; TF's wire order is little-endian.
-        return np.frombuffer(content, dtype=dt.newbyteorder("<")).reshape(shape)
+        return np.frombuffer(content, dtype=_LITTLE[info.data_type]).reshape(shape)
 
     field = getattr(msg, info.field)
     if info is _STRING:
@@ -344,14 +344,68 @@ def fill_tensor_proto(
         return msg
 
     flat = np.ascontiguousarray(arr, dtype=info.np_dtype).reshape(-1)
-    if info.layout == "bits16":
-        values = flat.view(np.uint16).tolist()
-    elif info.layout == "complex":
-        values = flat.view(flat.real.dtype).tolist()
-    else:
-        values = flat.tolist()
-    getattr(msg, info.field).extend(values)
+    if flat.size:
+        # Append the packed field as wire bytes: protobuf parses them in C, which is 10-30x
+        # faster than extending the repeated field from a Python list.
+        msg.MergeFromString(_packed_field(info, flat))
     return msg
+
+
+# TensorProto field numbers of the typed repeated fields (all packed in proto3).
+_FIELD_NUMBERS = {
+    "float_val": 5,
+    "double_val": 6,
+    "int_val": 7,
+    "scomplex_val": 9,
+    "int64_val": 10,
+    "bool_val": 11,
+    "dcomplex_val": 12,
+    "half_val": 13,
+    "uint32_val": 16,
+    "uint64_val": 17,
+}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _varints(values: np.ndarray) -> bytes:
+    """Protobuf varints of uint64 values, vectorized (negative ints arrive as their uint64)."""
+    if int(values.max()) < 0x80:
+        return values.astype(np.uint8).tobytes()
+    groups = np.empty((values.size, 10), dtype=np.uint8)
+    rest = values.copy()
+    for k in range(10):
+        groups[:, k] = (rest & np.uint64(0x7F)).astype(np.uint8)
+        rest >>= np.uint64(7)
+    nonzero = groups != 0
+    lengths = np.where(nonzero.any(axis=1), 10 - np.argmax(nonzero[:, ::-1], axis=1), 1)
+    columns = np.arange(10)
+    groups[columns < (lengths[:, None] - 1)] |= 0x80  # continuation bits
+    return groups[columns < lengths[:, None]].tobytes()
+
+
+def _packed_field(info: _DTypeInfo, flat: np.ndarray) -> bytes:
+    if info.field in ("float_val", "double_val", "scomplex_val", "dcomplex_val"):
+        # Fixed-width little-endian values: the packed payload is the array's own bytes.
+        payload = flat.astype(flat.dtype.newbyteorder("<"), copy=False).tobytes()
+    elif info.layout == "bits16":
+        payload = _varints(flat.view(np.uint16).astype(np.uint64))
+    elif info.data_type in (DataType.DT_UINT32, DataType.DT_UINT64, DataType.DT_BOOL):
+        payload = _varints(flat.astype(np.uint64))
+    else:  # int8/16/32/64, uint8/16: sign-extended to 64 bits, as protobuf encodes int32
+        payload = _varints(flat.astype(np.int64).view(np.uint64))
+    tag = _varint(_FIELD_NUMBERS[info.field] << 3 | 2)
+    return tag + _varint(len(payload)) + payload
 
 
 def ndarray_to_tensor_proto(

@@ -259,3 +259,32 @@ def test_shapes(tf_tensor_proto):
     assert codec.shape_from_proto(msg.tensor_shape) == (-1, 784)
     codec.fill_shape_proto(msg.tensor_shape, None)
     assert codec.shape_from_proto(msg.tensor_shape) is None
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=lambda d: np.dtype(d).name)
+def test_typed_fast_path_is_byte_identical_to_protobuf_extend(tf_tensor_proto, dtype):
+    # The typed fields are written as packed wire bytes; protobuf's own extend is the reference.
+    arr = sample(dtype, (3, 17), seed=3)
+    fast = codec.ndarray_to_tensor_proto(arr, use_tensor_content=False, proto_cls=tf_tensor_proto)
+    slow = tf_tensor_proto(dtype=fast.dtype)
+    slow.tensor_shape.CopyFrom(fast.tensor_shape)
+    flat = arr.reshape(-1)
+    field = {
+        np.float16: "half_val",
+        np.float32: "float_val",
+        np.float64: "double_val",
+        np.int64: "int64_val",
+        np.uint32: "uint32_val",
+        np.uint64: "uint64_val",
+        np.bool_: "bool_val",
+        np.complex64: "scomplex_val",
+        np.complex128: "dcomplex_val",
+    }.get(dtype, "int_val")
+    if dtype is np.float16:
+        values = flat.view(np.uint16).tolist()
+    elif np.dtype(dtype).kind == "c":
+        values = flat.view(flat.real.dtype).tolist()
+    else:
+        values = flat.tolist()
+    getattr(slow, field).extend(values)
+    assert fast.SerializeToString(deterministic=True) == slow.SerializeToString(deterministic=True)
