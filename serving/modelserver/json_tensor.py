@@ -24,6 +24,7 @@ import base64
 import binascii
 import math
 import re
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -788,17 +789,43 @@ def _non_finite(v: float) -> str:
     return "Infinity" if v > 0 else "-Infinity"
 
 
+_F32 = struct.Struct("<f")
+# Below this many elements the per-element loop beats numpy's fixed per-call costs.
+_SMALL_FLOAT_ARRAY = 256
+
+
+def _format_floats_small(values: list[float], double: bool) -> list[str]:
+    pack, unpack = _F32.pack, _F32.unpack
+    long_fmt = "{:.17g}" if double else "{:.9g}"
+    out: list[str] = []
+    append = out.append
+    for v in values:
+        if v - v != 0:  # NaN or +-inf
+            append(_non_finite(v))
+            continue
+        s = f"{v:g}"
+        back = float(s) if double else unpack(pack(float(s)))[0]
+        if back != v:
+            s = long_fmt.format(v)
+        if "." not in s and "e" not in s:
+            s += ".0"
+        append(s)
+    return out
+
+
 def format_floats(values: np.ndarray, double: bool = False) -> list[str]:
     """TF Serving's WriteDecimal for every element of a float32 (or float64) array.
 
     ``%g`` (six significant digits) if that text reads back as the same value, else ``%.9g``
     (float) / ``%.17g`` (double); ``.0`` appended when the text has neither ``.`` nor ``e``.
-    The read-back check is vectorised: numpy parses all six-digit texts at once.
+    For large arrays the read-back check is vectorised (numpy parses all six-digit texts).
     """
     flat = np.asarray(values).reshape(-1)
     if flat.size == 0:
         return []
     as_double = flat.astype(np.float64).tolist()
+    if flat.size <= _SMALL_FLOAT_ARRAY:
+        return _format_floats_small(as_double, double)
     short = [f"{v:g}" for v in as_double]
     with np.errstate(over="ignore", invalid="ignore"):
         back = np.array(short, dtype=np.float64)

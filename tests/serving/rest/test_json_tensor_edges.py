@@ -391,3 +391,17 @@ def test_examples_negative_ints_and_empty_lists_round_trip() -> None:
     assert list(ex.features.feature["a"].int64_list.value) == [-1, 2**63 - 1]
     assert "e" in ex.features.feature
     assert example_pb2.Example.FromString(req.examples[1]) == example_pb2.Example()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_and_vectorised_float_formatting_agree(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    values = (rng.random(2000) * 10.0 ** rng.integers(-12, 12, 2000)).astype(dtype)
+    values[:5] = [3, np.nan, -np.inf, -0.0, 9e6]
+    double = dtype is np.float64
+    small = jt._format_floats_small(values.astype(np.float64).tolist(), double)
+    monkeypatch.setattr(jt, "_SMALL_FLOAT_ARRAY", 0)
+    assert jt.format_floats(values, double) == small
+    assert small[:5] == ["3.0", "NaN", "-Infinity", "-0.0", "9e+06"]
