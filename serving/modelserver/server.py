@@ -195,6 +195,8 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # Polling runs while the initial load waits: a version may appear only later.
+        self.manager.start_polling()
         initial = loop.create_task(
             self.manager.apply_config(self.configs.model_config, initial=True)
         )
@@ -212,7 +214,6 @@ class ModelServer:
             print(f"Failed to start server. Error: {_status_text(exc)}", file=sys.stderr, flush=True)
             await self.manager.stop()
             return EXIT_BAD_FLAGS
-        self.manager.start_polling()
         config_poll = None
         if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
             config_poll = loop.create_task(self._poll_config_file())
