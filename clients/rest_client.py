@@ -114,6 +114,12 @@ class RestClient(PredictionClient):
                 transport="rest",
             ) from None
         except requests.exceptions.ConnectionError as exc:
+            if _timed_out(exc):  # the deadline passed while the body was being sent
+                raise DeadlineExceeded(
+                    f"no answer from {self.base_url} within {timeout_s:.3g} s",
+                    code="DEADLINE_EXCEEDED",
+                    transport="rest",
+                ) from None
             raise Unavailable(
                 f"cannot reach {self.base_url}: {_short(exc)}", code="UNAVAILABLE", transport="rest"
             ) from None
@@ -382,6 +388,17 @@ def _signature_from_json(sig: Mapping[str, Any]) -> Signature:
         inputs={k: _tensor_info_from_json(v) for k, v in (sig.get("inputs") or {}).items()},
         outputs={k: _tensor_info_from_json(v) for k, v in (sig.get("outputs") or {}).items()},
     )
+
+
+def _timed_out(exc: BaseException, depth: int = 0) -> bool:
+    """True when a socket timeout hides inside a requests/urllib3 connection error."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if depth > 5:
+        return False
+    nested = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+    nested += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+    return any(_timed_out(e, depth + 1) for e in nested)
 
 
 def _short(exc: Exception) -> str:
