@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -202,7 +203,10 @@ def reference_scores(saved_model_dir: Path, images: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def staging(target_parent: Path, version: int) -> Iterator[Path]:
-    """A hidden, non-numeric build directory beside the target; removed unless renamed away."""
+    """A hidden, non-numeric build directory beside the target; removed unless renamed away.
+    Parent directories this call created are removed again if they end up empty (a refused
+    first export leaves no trace in the repository)."""
+    created = [p for p in (target_parent.parent, target_parent) if not p.exists()]
     target_parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target_parent)
     path = target_parent / f".staging-{version}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -211,6 +215,9 @@ def staging(target_parent: Path, version: int) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):  # not empty: something was published
+                directory.rmdir()
 
 
 def _clean_stale(parent: Path) -> None:
@@ -290,10 +297,15 @@ def build_mobile(
         raise MobileExportError(f"{target} already exists; pass --force to rebuild it")
     names = artefact_names(options.model_name)
 
-    log(f"checking {saved_model_dir} signature {SIGNATURE}")
+    started = time.perf_counter()
+
+    def log_step(message: str) -> None:
+        log(f"[{time.perf_counter() - started:6.1f} s] {message}")
+
+    log_step(f"checking {saved_model_dir} signature {SIGNATURE}")
     check_signature(saved_model_dir)
     test_set = load_test_set(options.data_dir, options.limit)
-    log(f"SavedModel scores for {len(test_set.labels)} images")
+    log_step(f"SavedModel scores for {len(test_set.labels)} images")
     reference = reference_scores(saved_model_dir, test_set.images)
     reference_accuracy = float(np.mean(np.argmax(reference, axis=1) == test_set.labels))
 
@@ -303,7 +315,7 @@ def build_mobile(
             ("float32", mobile_tflite.FLOAT32, options.float32_thresholds),
             ("int8", mobile_tflite.INT8_DYNAMIC, options.int8_thresholds),
         ):
-            log(f"converting and running {names[key]} (LiteRT, batch {options.batch_size})")
+            log_step(f"converting and running {names[key]} (LiteRT, batch {options.batch_size})")
             model, parity = mobile_tflite.convert_and_check(
                 saved_model_dir=saved_model_dir,
                 signature=SIGNATURE,
@@ -318,7 +330,7 @@ def build_mobile(
             (staged / names[key]).write_bytes(model)
             tflite_results.append(parity)
 
-        log(f"converting {names['coreml']} (coremltools, {options.coreml_precision})")
+        log_step(f"converting {names['coreml']} (coremltools, {options.coreml_precision})")
         coreml = mobile_coreml.convert_and_check(
             saved_model_dir=saved_model_dir,
             signature=SIGNATURE,
@@ -390,7 +402,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "mobile",
         help="TF Lite + Core ML artefacts of a version, with parity against the SavedModel",
-        description=__doc__.split("\n\n")[0],
+        description=(
+            "Write a float32 and a dynamic-range int8 .tflite and a Core ML .mlpackage of a "
+            "published version under <repo>/mobile/<model>/<version>/, after checking them "
+            "against the SavedModel on the official test set."
+        ),
     )
     return add_arguments(parser)
 

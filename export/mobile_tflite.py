@@ -162,9 +162,10 @@ def compare(
     failures: list[str] = []
     if nonfinite:
         failures.append(
-            f"NaN/Inf scores for {nonfinite} of {n} images (a SavedModel that tracks the Keras "
-            "model and its optimizer converts to such a model silently; export a module that "
-            "tracks only the weights)"
+            f"NaN/Inf scores for {nonfinite} of {n} images (the converter drops weights that the "
+            "SavedModel tracks as Keras 3 variables, e.g. a module tracking the Keras model or "
+            "model.weights, and emits a model that returns NaN without an error; track the "
+            "underlying tf.Variables, e.g. [w.value for w in model.weights])"
         )
     if finite_rows.any() and row_sum_error > ROW_SUM_TOLERANCE:
         failures.append(

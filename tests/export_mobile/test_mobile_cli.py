@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, "-m", "export.mobile", *args],
+        [sys.executable, "-m", "export", "mobile", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
