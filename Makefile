@@ -26,6 +26,7 @@ help:
 	@echo "make canary VERSION=N | promote | rollback | rollout   model-level rollout (labels)"
 	@echo "make test          the whole test suite (what CI runs)"
 	@echo "make bench         server and codec benchmarks"
+	@echo "make mobile [VERSION=N]  TF Lite (float32, int8) + Core ML of a version, checked against it"
 	@echo "make k8s-validate  render and validate the Kubernetes manifests offline"
 	@echo "make k8s-render|k8s-apply K8S_OVERLAY=dev|prod   k8s-config STABLE=N [CANARY=M]"
 	@echo "make k8s-canary | k8s-promote VERSION=N | k8s-rollback | k8s-undo | k8s-status | k8s-model-status"
