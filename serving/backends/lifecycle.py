@@ -127,7 +127,7 @@ def export_first_version(opts: UpOptions, say: Say) -> None:
         "--arch", opts.arch, "--repo", str(opts.repo), "--model-name", opts.model_name,
     ]  # fmt: skip
     say(f"no versions of {opts.model_name} under {opts.repo}: exporting one first")
-    say("$ " + " ".join(command[1:]).replace(sys.executable, "python"))
+    say("$ python " + " ".join(command[1:]))
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise BackendError(f"export failed with exit code {result.returncode}; nothing started")
@@ -282,7 +282,7 @@ def format_serving(serving: Serving) -> str:
         names = ", ".join(by_version.get(status.version, []))
         extra = f"  labels: {names}" if names else ""
         error = f"  ({status.error})" if status.error else ""
-        lines.append(f"  version {status.version:<4} {status.state:<10}{extra}{error}")
+        lines.append(f"  version {status.version:<4} {status.state:<10}{extra}{error}".rstrip())
     if not serving.versions:
         lines.append("  (no versions known to the server)")
     return "\n".join(lines)
@@ -293,7 +293,7 @@ def format_endpoints(record: ServerRecord) -> str:
     return "\n".join(
         [
             f"gRPC  {record.grpc_target}   tensorflow.serving.PredictionService "
-            f'(model_spec.name="{record.model_name}", optional version_label "stable")',
+            f'(model_spec.name="{record.model_name}")',
             f"REST  {rest}",
             "try:",
             f"  curl -s {rest}",
