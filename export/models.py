@@ -18,8 +18,11 @@ ARCHITECTURES = ("softmax", "cnn")
 # Accuracy the gate demands on the official test set unless overridden.
 DEFAULT_MIN_ACCURACY: dict[str, float] = {"softmax": 0.92, "cnn": 0.992}
 
-# Epochs of the fast recipe (Adam 2e-3 + cosine decay, batch 256).
-DEFAULT_EPOCHS: dict[str, int] = {"softmax": 5, "cnn": 3}
+# The fast recipe: Adam + cosine decay over the whole run, batch 256. The CNN's figures are
+# from docs/TOOLCHAIN_FINDINGS; softmax needs a larger rate and more (cheap) epochs to clear
+# 92% with margin (2e-3 x 5 epochs gave 91.7-91.8%; 5e-3 x 10 gives ~92.8%).
+DEFAULT_EPOCHS: dict[str, int] = {"softmax": 10, "cnn": 3}
+DEFAULT_LEARNING_RATE: dict[str, float] = {"softmax": 5e-3, "cnn": 2e-3}
 
 
 def build_softmax(dtype_policy: str = "float32") -> keras.Model:

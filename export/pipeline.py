@@ -147,6 +147,7 @@ def run_export(
             "parameters": {
                 **asdict(request.train),
                 "epochs": request.train.resolved_epochs,
+                "learning_rate": request.train.resolved_learning_rate,
                 "steps": result.steps,
                 "optimizer": "Adam + CosineDecay",
                 "loss": "sparse_categorical_crossentropy",

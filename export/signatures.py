@@ -142,6 +142,21 @@ def set_method_name(export_dir: Path, signature: str, method_name: str) -> None:
     tmp.replace(path)
     if signature_methods(export_dir).get(signature) != method_name:
         raise RuntimeError(f"{path}: method name of {signature!r} did not stick")
+    _refresh_fingerprint(Path(export_dir))
+
+
+def _refresh_fingerprint(export_dir: Path) -> None:
+    """Recompute fingerprint.pb: its checksums cover saved_model.pb, which was just rewritten,
+    and a stale fingerprint would misreport the model to anything that reads it."""
+    try:
+        from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+    except ImportError:  # private module moved: keep TF's own (now stale) fingerprint
+        return
+    fingerprint = export_dir / "fingerprint.pb"
+    if fingerprint.exists():
+        tmp = fingerprint.with_suffix(".pb.tmp")
+        tmp.write_bytes(fingerprinting.CreateFingerprintDef(str(export_dir)))
+        tmp.replace(fingerprint)
 
 
 def signature_methods(export_dir: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.mnist_data import MnistData, to_model_input
-from export.models import DEFAULT_EPOCHS, build_model
+from export.models import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, build_model
 
 PRECISIONS = ("auto", "bfloat16", "float32")
 
@@ -31,7 +31,7 @@ class TrainConfig:
     epochs: int | None = None  # None: the architecture's default
     seed: int = 0
     batch_size: int = 256
-    learning_rate: float = 2e-3
+    learning_rate: float | None = None  # None: the architecture's default
     precision: str = "auto"  # auto | bfloat16 | float32
     train_limit: int | None = None  # first N training images only (tests)
     validate_each_epoch: bool = True  # test-sample curve per epoch, for the report
@@ -41,6 +41,12 @@ class TrainConfig:
     @property
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.arch]
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return DEFAULT_LEARNING_RATE[self.arch]
 
 
 @dataclass
@@ -58,6 +64,7 @@ class TrainResult:
         return {
             "config": asdict(self.config),
             "epochs": self.config.resolved_epochs,
+            "learning_rate": self.config.resolved_learning_rate,
             "precision": self.precision,
             "precision_reason": self.precision_reason,
             "steps": self.steps,
@@ -170,7 +177,7 @@ def train(config: TrainConfig, data: MnistData, out: TextIO = sys.stdout) -> Tra
     epochs = config.resolved_epochs
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
+        config.resolved_learning_rate, decay_steps=max(1, epochs * steps_per_epoch)
     )
     model = build_model(config.arch, policy)
     model.compile(
@@ -187,7 +194,8 @@ def train(config: TrainConfig, data: MnistData, out: TextIO = sys.stdout) -> Tra
     progress = ProgressPrinter(epochs, steps_per_epoch, config.progress_every, out)
     print(
         f"training {config.arch}: {len(train_x)} images, {epochs} epochs x {steps_per_epoch} steps,"
-        f" batch {config.batch_size}, seed {config.seed}",
+        f" batch {config.batch_size}, Adam {config.resolved_learning_rate:g} + cosine decay,"
+        f" seed {config.seed}",
         file=out,
         flush=True,
     )

@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.models import ARCHITECTURES, DEFAULT_EPOCHS, DEFAULT_MIN_ACCURACY
+from export.models import (
+    ARCHITECTURES,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MIN_ACCURACY,
+)
 
 EXIT_REFUSED = 3
 EXIT_DATA = 4
@@ -31,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"peak rate of the cosine schedule (default per architecture: {DEFAULT_LEARNING_RATE})",
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "bfloat16", "float32"),

@@ -73,6 +73,18 @@ def test_method_names_in_metagraph(tiny_mnist_repo: TinyModelRepo) -> None:
     assert images.dtype == tf.float32.as_datatype_enum
 
 
+def test_fingerprint_matches_rewritten_saved_model(tiny_mnist_repo: TinyModelRepo) -> None:
+    from tensorflow.core.protobuf import fingerprint_pb2
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    stored = fingerprint_pb2.FingerprintDef()
+    stored.ParseFromString((tiny_mnist_repo.version_path / "fingerprint.pb").read_bytes())
+    fresh = fingerprint_pb2.FingerprintDef()
+    fresh.ParseFromString(fingerprinting.CreateFingerprintDef(str(tiny_mnist_repo.version_path)))
+    assert stored.saved_model_checksum == fresh.saved_model_checksum
+    assert stored.signature_def_hash == fresh.signature_def_hash
+
+
 def test_float_signatures(loaded, tiny_mnist_repo: TinyModelRepo) -> None:
     x = tf.constant(tiny_mnist_repo.test_images)
     out = loaded.signatures["serving_default"](images=x)
