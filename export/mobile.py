@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -88,7 +89,10 @@ def resolve_version(repo: Path, model_name: str, version: int | None) -> tuple[i
     """The SavedModel directory of ``version`` (or the newest one), checked to exist."""
     from export.repository import ModelRepository
 
-    repository = ModelRepository(repo, model_name)
+    try:
+        repository = ModelRepository(repo, model_name)
+    except ValueError as exc:  # e.g. a model name with a slash
+        raise MobileExportError(str(exc)) from exc
     versions = repository.versions()
     if not versions:
         raise MobileExportError(
@@ -118,7 +122,10 @@ def load_test_set(data_dir: Path | None, limit: int | None) -> TestSet:
     """The official test set through export's loader, which verifies every checksum."""
     from export import mnist_data
 
-    data = mnist_data.load_mnist(data_dir or mnist_data.DEFAULT_DATA_DIR)
+    try:
+        data = mnist_data.load_mnist(data_dir or mnist_data.DEFAULT_DATA_DIR)
+    except mnist_data.MnistDataError as exc:
+        raise MobileExportError(f"test set: {exc}") from exc
     images = mnist_data.to_model_input(data.test_images)
     labels = data.test_labels.astype(np.int64)
     description = DATASET_NAME
@@ -275,6 +282,20 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
+def _require_tools() -> None:
+    """The converters and LiteRT come with the `mobile` extra; say so instead of a traceback."""
+    missing = [
+        name
+        for name in ("tensorflow", "ai_edge_litert", "coremltools")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise MobileExportError(
+            f"missing {', '.join(missing)}: install the export and mobile extras "
+            "(pip install -e '.[export,mobile]')"
+        )
+
+
 def _quiet(_message: str) -> None:
     pass
 
@@ -289,6 +310,7 @@ def build_mobile(
     ``log`` gets progress lines, ``show`` the parity table; the table is shown even when a
     threshold fails, so a refusal comes with every figure, not just the first problem.
     """
+    _require_tools()
     from export import mobile_coreml, mobile_tflite
 
     version, saved_model_dir = resolve_version(options.repo, options.model_name, options.version)

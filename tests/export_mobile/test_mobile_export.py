@@ -222,3 +222,16 @@ def test_project_tiny_model_converts_with_parity_on_a_sample(project_model: Sour
     assert json.loads((result.path / "parity.json").read_text())["dataset"] == (
         f"the first {SAMPLE} images of the official MNIST test set (a sample)"
     )
+
+
+def test_missing_test_set_is_refused(good_model: SourceModel, tmp_path: Path) -> None:
+    with pytest.raises(MobileExportError, match=r"test set: .*-ubyte.gz: file not found"):
+        build_mobile(
+            MobileOptions(
+                repo=good_model.repo,
+                model_name=good_model.model_name,
+                version=good_model.version,
+                data_dir=tmp_path,
+                force=True,
+            )
+        )
