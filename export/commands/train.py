@@ -101,6 +101,18 @@ def run(args: argparse.Namespace) -> int:
     if args.keep is not None and args.keep < 1:
         print("--keep must be >= 1", file=sys.stderr)
         return 2
+    # Files the run will read after training are checked first, so a typo costs no training.
+    from export.retention import ServingConfigError, protected_versions
+    from export.rollout_state import RolloutStateError, load_state
+
+    try:
+        load_state(args.repo, args.model_name)
+        if args.keep is not None:
+            protected_versions(args.repo, args.model_name, args.serving_config)
+    except (RolloutStateError, ServingConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     # Verify the data before TensorFlow loads: a bad file is reported in a fraction of a second.
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     try:

@@ -177,6 +177,7 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
     assert "precision: float32" in train.stdout
     assert "published digits version 1" in train.stdout
     assert "test accuracy 0." in train.stdout
+    save_state(tmp_path, "digits", RolloutState(stable=1))
     listed = subprocess.run(
         [
             sys.executable,
@@ -198,6 +199,18 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
     row = json.loads(listed.stdout)
     assert row["version"] == 1 and row["architecture"] == "softmax" and row["seed"] == 3
     assert 0.3 <= row["test_accuracy"] <= 1.0
+    assert row["roles"] == ["stable"]
+
+    (tmp_path / "rollout.json").write_text("{broken")
+    broken_state = subprocess.run(
+        [sys.executable, "-m", "export", "train", "--arch", "softmax", "--repo", str(tmp_path)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert broken_state.returncode == 2 and "rollout.json" in broken_state.stderr
+    (tmp_path / "rollout.json").unlink()
 
     bad = subprocess.run(
         [
