@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -237,9 +239,31 @@ class RestClient(PredictionClient):
 # ---------------------------------------------------------------------- JSON encoding
 
 
+class _RawJSON:
+    """Pre-rendered JSON text for a float tensor, spliced in by ``encode_json``."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def encode_json(body: Any) -> bytes:
-    # allow_nan: TF Serving's parser accepts the NaN / Infinity / -Infinity tokens.
-    return json.dumps(body, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    """JSON bytes; NaN / Infinity / -Infinity written as TF Serving's tokens."""
+    raws: list[str] = []
+    nonce = os.urandom(8).hex()
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, _RawJSON):
+            raws.append(obj.text)
+            return f"\x00{nonce}:{len(raws) - 1}\x00"
+        raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+    text = json.dumps(body, allow_nan=True, separators=(",", ":"), default=default)
+    if raws:
+        pattern = re.compile(r'"\\u0000' + nonce + r':(\d+)\\u0000"')
+        text = pattern.sub(lambda m: raws[int(m.group(1))], text)
+    return text.encode("utf-8")
 
 
 def _b64(value: bytes) -> dict[str, str]:
@@ -253,6 +277,23 @@ def _nest(flat: list, shape: tuple[int, ...]) -> Any:
         return flat
     step = len(flat) // shape[0] if shape[0] else 0
     return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _format_of(shape: tuple[int, ...], leaf: str) -> str:
+    if not shape:
+        return leaf
+    inner = _format_of(shape[1:], leaf)
+    return "[" + ",".join([inner] * shape[0]) + "]"
+
+
+def _float_json(arr: np.ndarray) -> Any:
+    """Float tensors as text, 9 significant digits for float32 (always enough to give back the
+    same float32) instead of the 17 that Python prints for the widened double: half the bytes
+    and about twice as fast as json.dumps(arr.tolist())."""
+    if not np.isfinite(arr).all() or np.signbit(arr[arr == 0]).any():
+        return arr.tolist()  # json.dumps writes NaN / Infinity / -Infinity, and -0.0
+    leaf = "%.17g" if arr.dtype == np.float64 else "%.9g"
+    return _RawJSON(_format_of(arr.shape, leaf) % tuple(arr.reshape(-1).tolist()))
 
 
 def tensor_to_json(arr: np.ndarray) -> Any:
@@ -272,6 +313,8 @@ def tensor_to_json(arr: np.ndarray) -> Any:
         raise ValueError("complex tensors cannot be sent over REST (TF Serving's JSON has none)")
     if kind not in "biuf":
         raise codec.UnsupportedDTypeError(f"unsupported dtype {arr.dtype} for REST")
+    if kind == "f" and arr.size:
+        return _float_json(arr)
     return arr.tolist()
 
 
@@ -280,20 +323,21 @@ def rows_to_json(inputs: Mapping[str, np.ndarray] | np.ndarray) -> list:
     if not isinstance(inputs, Mapping):
         if inputs.ndim == 0:
             raise ValueError("row format needs a batch dimension; use columnar=True")
-        return tensor_to_json(inputs)
+        return tensor_to_json(inputs)  # a JSON list: one element per batch entry
     if not inputs:
         raise ValueError("no inputs given")
-    columns = {}
     sizes = set()
     for name, arr in inputs.items():
         if arr.ndim == 0:
             raise ValueError(f"input {name!r} has no batch dimension; use columnar=True")
-        columns[name] = tensor_to_json(arr)
         sizes.add(arr.shape[0])
     if len(sizes) != 1:
         raise ValueError(f"row format needs one batch size for all inputs, got {sorted(sizes)}")
     n = sizes.pop()
-    return [{name: col[i] for name, col in columns.items()} for i in range(n)]
+    return [
+        {name: tensor_to_json(np.asarray(arr[i], dtype=arr.dtype)) for name, arr in inputs.items()}
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------------- JSON decoding

@@ -69,7 +69,8 @@ def test_json_encoding_rules():
     ]
     assert tensor_to_json(np.array(["text"], dtype=object)) == ["text"]
     assert tensor_to_json(np.array([True, False])) == [True, False]
-    assert rows_to_json({"a": np.array([1, 2]), "b": np.array([[1.5], [2.5]])}) == [
+    rows = rows_to_json({"a": np.array([1, 2]), "b": np.array([[1.5], [2.5]])})
+    assert json.loads(encode_json(rows)) == [
         {"a": 1, "b": [1.5]},
         {"a": 2, "b": [2.5]},
     ]
@@ -112,3 +113,27 @@ def test_parse_predict_json_shapes_names_and_tokens():
     assert out["scores"].shape == (0, 10) and out["classes"].shape == (0,)
     with pytest.raises(errors.ProtocolError):
         parse_predict_json({"results": []}, SIG)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_float_json_gives_back_the_same_values(dtype):
+    rng = np.random.default_rng(1)
+    info = np.finfo(dtype)
+    exps = rng.integers(info.minexp // 4, info.maxexp // 4, 5000)
+    values = (rng.standard_normal(5000) * 2.0**exps).astype(dtype)
+    values = np.concatenate(
+        [values, np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, 0.0], dtype)]
+    ).reshape(-1, 5)
+    text = encode_json({"inputs": tensor_to_json(values)})
+    # TF Serving reads every number as a double and casts it to the input's dtype.
+    back = np.array(json.loads(text)["inputs"], dtype=np.float64).astype(dtype)
+    assert back.shape == values.shape and np.array_equal(back, values)
+    negative_zero = tensor_to_json(np.array([-0.0, 1.0], dtype))
+    assert np.signbit(json.loads(encode_json(negative_zero))[0])
+
+
+def test_raw_json_splicing_leaves_strings_alone():
+    body = {
+        "instances": [{"x": tensor_to_json(np.array([0.5, 2.0], np.float32)), "s": "\x00a:0\x00"}]
+    }
+    assert json.loads(encode_json(body)) == {"instances": [{"x": [0.5, 2], "s": "\x00a:0\x00"}]}
