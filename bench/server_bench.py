@@ -37,6 +37,14 @@ class Figure:
     p50_ms: float
     p99_ms: float
     count: int
+    server_cpu_us: float = float("nan")  # server process CPU per request (all its threads)
+    client_cpu_us: float = float("nan")  # load generator CPU per request
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,11 +135,24 @@ async def _grpc_load(target: str, payload: bytes, concurrency: int, seconds: flo
     return latencies, elapsed, errors
 
 
-def grpc_load(target: str, model_name: str, concurrency: int, seconds: float, max_requests: int, label: str) -> Figure:
+def grpc_load(
+    target: str,
+    model_name: str,
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    label: str,
+    server_pid: int | None = None,
+) -> Figure:
     payload = predict_request_bytes(model_name, sample_images(1)[0])
+    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
+    cli0 = time.process_time()
     latencies, elapsed, errors = asyncio.run(
         _grpc_load(target, payload, concurrency, seconds, max_requests)
     )
+    n = max(1, len(latencies))
+    cli = (time.process_time() - cli0) / n * 1e6
+    srv = (process_cpu_seconds(server_pid) - srv0) / n * 1e6 if server_pid else float("nan")
     if errors:
         print(f"  ({errors} failed requests in {label})")
     return Figure(
@@ -140,10 +161,14 @@ def grpc_load(target: str, model_name: str, concurrency: int, seconds: float, ma
         1e3 * statistics.median(latencies) if latencies else float("nan"),
         1e3 * percentile(latencies, 0.99),
         len(latencies),
+        srv,
+        cli,
     )
 
 
-def start_server(model_base: Path, model_name: str, batching: bool, workdir: Path):
+def start_server(
+    model_base: Path, model_name: str, batching: bool, workdir: Path, batch_threads: int = 1
+):
     from serving.modelserver.process import EmbeddedServerProcess
 
     args = [
@@ -156,7 +181,7 @@ def start_server(model_base: Path, model_name: str, batching: bool, workdir: Pat
         params.write_text(
             "max_batch_size { value: 32 }\n"
             "batch_timeout_micros { value: 0 }\n"
-            f"num_batch_threads {{ value: {os.cpu_count() or 1} }}\n"
+            f"num_batch_threads {{ value: {batch_threads} }}\n"
             "max_enqueued_batches { value: 1000 }\n"
         )
         args += ["--enable_batching", f"--batching_parameters_file={params}"]
@@ -164,12 +189,15 @@ def start_server(model_base: Path, model_name: str, batching: bool, workdir: Pat
 
 
 def print_table(limit: Figure, figures: list[Figure]) -> None:
-    print(f"{'measurement':<34} {'img/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'n':>7} {'of limit':>9}")
+    print(
+        f"{'measurement':<30} {'img/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'n':>6} {'of limit':>8}"
+        f" {'srv cpu us/req':>14} {'cli cpu us/req':>14}"
+    )
     for f in [limit, *figures]:
         ratio = f.throughput / limit.throughput
         print(
-            f"{f.label:<34} {f.throughput:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} "
-            f"{f.count:>7} {ratio:>8.0%}"
+            f"{f.label:<30} {f.throughput:>7.0f} {f.p50_ms:>7.2f} {f.p99_ms:>7.2f} "
+            f"{f.count:>6} {ratio:>8.0%} {f.server_cpu_us:>14.0f} {f.client_cpu_us:>14.0f}"
         )
 
 
@@ -181,6 +209,9 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--batching", default="off,on")
+    parser.add_argument(
+        "--batch-threads", type=int, default=1, help="num_batch_threads (1 suits 2 cores)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.model_base.exists():
@@ -193,12 +224,22 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.batching.split(","):
-            server = start_server(args.model_base, args.model_name, mode == "on", Path(tmp))
+            server = start_server(
+                args.model_base, args.model_name, mode == "on", Path(tmp), args.batch_threads
+            )
             try:
                 for c in levels:
                     label = f"gRPC batching {mode:<3} conc {c}"
                     figures.append(
-                        grpc_load(server.grpc_target, args.model_name, c, args.seconds, args.max_requests, label)
+                        grpc_load(
+                            server.grpc_target,
+                            args.model_name,
+                            c,
+                            args.seconds,
+                            args.max_requests,
+                            label,
+                            server.proc.pid,
+                        )
                     )
             finally:
                 server.stop()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 GRPC_READY = "Running gRPC ModelServer at"
 REST_READY = "Exporting HTTP/REST API at:"
-_BIND_FAILURES = ("Failed to bind", "address already in use", "Address already in use")
+_BIND_FAILURES = ("Failed to bind", "Failed to start HTTP Server", "ddress already in use")
 
 
 class ServerStartError(RuntimeError):
@@ -144,6 +144,10 @@ class EmbeddedServerProcess:
             ready = GRPC_READY in text and (not self.rest or REST_READY in text)
             if ready:
                 return
+            if self.rest and "Failed to start HTTP Server" in text:
+                # TF Serving keeps running without REST; for us that is a failed start.
+                self.kill()
+                raise ServerStartError("REST port could not be bound:\n" + text[-4000:])
             if self.proc.poll() is not None:
                 raise ServerStartError(
                     f"model server exited with {self.proc.returncode} before it was ready:\n"
