@@ -8,6 +8,7 @@ rounds, each long enough to be measurable):
   decode   ours on tensor_content, tf.make_ndarray on the same message; ours / tf on a
            float_val message (what TF Serving sends back by default)
   request  build + serialize a whole PredictRequest: ours vs tensorflow-serving-api + TF
+  REST     the row-format JSON body: ours vs json.dumps({"instances": a.tolist()})
 and prints the ratio (TensorFlow time / ours). Runs in a few seconds; no server needed.
 """
 
@@ -29,6 +30,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from clients import codec, protos  # noqa: E402
+from clients.rest_client import encode_json, rows_to_json  # noqa: E402
+
+
+def rest_body(images: np.ndarray) -> bytes:
+    return encode_json({"instances": rows_to_json(images)})
 
 
 def mnist_images(n: int) -> np.ndarray:
@@ -98,6 +104,12 @@ def bench(n: int, repeat: int, tf, predict_pb2) -> dict[str, float]:
             lambda: tf.make_ndarray(tf_typed), repeat
         ),
         "request_ours_us": per_call_us(ours_request, repeat),
+        "rest_json_ours_us": per_call_us(lambda: rest_body(images), repeat),
+        "rest_json_tolist_us": per_call_us(
+            lambda: json.dumps({"instances": images.tolist()}).encode(), repeat
+        ),
+        "rest_json_ours_bytes": float(len(rest_body(images))),
+        "rest_json_tolist_bytes": float(len(json.dumps({"instances": images.tolist()}))),
         "request_tf_us": per_call_us(tf_request, repeat),
     }
 
@@ -144,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  request: ours {r['request_ours_us']:8.1f} us; TF + tensorflow-serving-api "
             f"{r['request_tf_us']:8.1f} us -> {r['request_ratio']:.1f}x faster "
             "(build + serialize PredictRequest)"
+        )
+        print(
+            f"  REST   : ours {r['rest_json_ours_us']:8.1f} us, {r['rest_json_ours_bytes']:,.0f} B; "
+            f"json.dumps(tolist) {r['rest_json_tolist_us']:8.1f} us, "
+            f"{r['rest_json_tolist_bytes']:,.0f} B (row-format request body)"
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ given to ``requests`` as connect and read timeouts.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -279,6 +280,7 @@ def _nest(flat: list, shape: tuple[int, ...]) -> Any:
     return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
+@functools.lru_cache(maxsize=64)
 def _format_of(shape: tuple[int, ...], leaf: str) -> str:
     if not shape:
         return leaf
