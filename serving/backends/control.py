@@ -177,8 +177,17 @@ class ModelControl:
             return bool(seen) if wanted is None else wanted <= seen
 
         self._last: list[VersionStatus] = []
-        label = "any version" if wanted is None else f"version(s) {sorted(wanted)}"
-        self.wait_until(f"{label} of {model} to be AVAILABLE", ready, timeout_s, failed)
+        try:
+            self.wait_until(f"{model} to serve", ready, timeout_s, failed)
+        except ControlError as exc:
+            if not str(exc).startswith("timed out"):
+                raise
+            missing = "a version" if wanted is None else f"version(s) {sorted(wanted - seen)}"
+            states = ", ".join(f"{s.version} {s.state}" for s in self._last) or "none"
+            raise ControlError(
+                f"{missing} of {model} did not become AVAILABLE within {timeout_s:.0f} s "
+                f"(states now: {states})"
+            ) from exc
         return set(seen)
 
 

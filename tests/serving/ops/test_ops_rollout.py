@@ -30,7 +30,7 @@ THREADS = 16
 CANARY_THREADS = 6  # the rest ask for 'stable'
 MAX_REQUESTS_PER_THREAD = 4000
 LOAD_TIME_LIMIT_S = 150.0
-PHASE_MIN_S = 1.0
+PHASE_MIN_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +266,31 @@ def test_running_config_round_trips_through_the_parser(server):
     assert parsed.render(server["record"].models_root) == text
     with pytest.raises(RolloutError, match="does not serve a model named other"):
         parse_model_serving(text, "other")
+
+
+def test_a_canary_that_never_loads_leaves_stable_serving(server, tiny_mnist_repo):
+    """A broken version never becomes AVAILABLE: the step gives up, restores the previous
+    config (which un-aspires the broken version) and stable keeps answering."""
+    from export.repository import ModelRepository
+
+    record, run_dir, repo = server["record"], server["run_dir"], server["repo"]
+    repository = ModelRepository(repo, "mnist")
+    with repository.staging() as staged:
+        (staged / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+        (staged / "variables").mkdir()
+        broken = repository.publish(staged).version
+    state_before = read_state(repo)
+    config_before = (run_dir.config_dir / "models.config").read_text()
+    with pytest.raises(RolloutError) as exc:
+        Rollout(record, run_dir, say=lambda _: None, timeout_s=5).canary(broken)
+    assert f"version(s) [{broken}] of mnist did not become AVAILABLE" in str(exc.value)
+    assert "the previous config was restored" in str(exc.value)
+    assert read_state(repo) == state_before
+    assert (run_dir.config_dir / "models.config").read_text() == config_before
+    assert labels_now(record) == {"stable": 1, "canary": 1}
+    predictor = Predictor(record.grpc_target)
+    try:
+        request = predict_request(tiny_mnist_repo.test_images[:1], label="stable")
+        assert predictor.version_for(request) == 1
+    finally:
+        predictor.close()
