@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import math
 import re
 import struct
@@ -139,6 +140,7 @@ class _ParseError(Exception):
 
 
 _WS = re.compile(rb"[ \t\n\r]*")
+_OPEN_RUN = re.compile(rb"(?:\[[ \t\n\r]*)+")
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]*)?([eE][+-]?[0-9]*)?")
 _PLAIN_STR = re.compile(rb'[^"\\\x00-\x1f]*')
 _ESCAPES = {
@@ -280,7 +282,11 @@ def _parse_document(data: bytes) -> Any:
                 pos = ws(data, pos).end()
                 continue
         elif c == 0x5B:  # [
-            pos = ws(data, pos + 1).end()
+            # A run of '[' opens several lists at once (deeply nested bodies stay fast).
+            run = _OPEN_RUN.match(data, pos)
+            depth = run.group().count(b"[")
+            pos = run.end()
+            stack.extend([[], None] for _ in range(depth - 1))
             if pos < n and data[pos] == 0x5D:
                 value = []
                 pos += 1
@@ -310,6 +316,15 @@ def _parse_document(data: bytes) -> Any:
                     pos += 1
                     value = container
                     stack.pop()
+                    # Close a run of ']' whose parents are lists without re-dispatching.
+                    while stack and pos < n and data[pos] == 0x5D:
+                        parent = stack[-1][0]
+                        if not isinstance(parent, list):
+                            break
+                        parent.append(value)
+                        value = parent
+                        stack.pop()
+                        pos += 1
                     continue
                 raise _ParseError("Missing a comma or ']' after an array element.", pos)
             # rapidjson keeps duplicate members; lookups find the first one.
@@ -343,12 +358,19 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    # Millions of small containers would trigger the cyclic GC over and over (3x the parse
+    # time for a deeply nested body); parsed JSON has no cycles, so pause it meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return _parse_document(body)
     except _ParseError as e:
         if e.message == "The document is empty.":
             raise InvalidArgument("JSON Parse error: The document is empty") from None
         raise InvalidArgument(f"JSON Parse error: {e.message} at offset: {e.offset}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,12 +515,17 @@ def _convert_leaf(v: Any, dtype: int) -> Any:
     )
 
 
+_MAX_RANK = 64  # numpy's limit; TF's own limit (254) is never reached by real requests
+
+
 def _walk(value: Any, dtype: int) -> tuple[tuple[int, ...], list[Any]]:
     """Shape from the first entry at each level, then every leaf checked and converted."""
     shape: list[int] = []
     v = value
     while isinstance(v, list):
         shape.append(len(v))
+        if len(shape) > _MAX_RANK:
+            raise InvalidArgument(f"Tensor rank exceeds the supported {_MAX_RANK}")
         if not v:
             break
         v = v[0]
@@ -528,12 +555,9 @@ def _walk(value: Any, dtype: int) -> tuple[tuple[int, ...], list[Any]]:
     return tuple(shape), flat
 
 
-_MAX_RANK = 64  # numpy's limit; TF's own limit (254) is never reached by real requests
-
-
 def _to_array(flat: list[Any], shape: tuple[int, ...], dtype: int) -> np.ndarray:
     if len(shape) > _MAX_RANK:
-        raise InvalidArgument(f"Tensor rank {len(shape)} exceeds the supported {_MAX_RANK}")
+        raise InvalidArgument(f"Tensor rank exceeds the supported {_MAX_RANK}")
     np_type = _NP_INPUT[dtype]
     if np_type is object:
         arr = np.empty(len(flat), dtype=object)

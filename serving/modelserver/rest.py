@@ -32,7 +32,6 @@ from aiohttp import web
 from serving.modelserver import json_tensor
 from serving.modelserver.errors import (
     Code,
-    DeadlineExceeded,
     Internal,
     InvalidArgument,
     ServingError,
@@ -336,16 +335,6 @@ class RestApi:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    async def _with_timeout(self, coro: Any) -> Any:
-        """The data plane enforces ``timeout_s`` around inference (DEADLINE_EXCEEDED -> 504);
-        this only guards against a call that ignores it, with a little slack."""
-        if self.timeout_s is None:
-            return await coro
-        try:
-            return await asyncio.wait_for(coro, self.timeout_s + 1.0)
-        except TimeoutError:
-            raise DeadlineExceeded("Deadline Exceeded") from None
-
     # -- routes ----------------------------------------------------------------------------
 
     async def _predict(self, ref: ModelRef, body: bytes) -> bytes:
@@ -358,9 +347,8 @@ class RestApi:
                 f"Failed to get input map for signature: {req.signature_name or 'DEFAULT'}"
             )
         inputs = await self._offload(heavy, json_tensor.decode_predict_inputs, req, sig.inputs)
-        result = await self._with_timeout(
-            self.dataplane.predict(ref, inputs, timeout_s=self.timeout_s)
-        )
+        # The data plane enforces timeout_s around inference (DEADLINE_EXCEEDED -> 504).
+        result = await self.dataplane.predict(ref, inputs, timeout_s=self.timeout_s)
         size = sum(getattr(a, "size", 0) for a in result.outputs.values())
         return await self._offload(
             size > OFFLOAD_OUTPUT_ELEMENTS,
@@ -389,13 +377,11 @@ class RestApi:
         req = await self._offload(heavy, json_tensor.parse_examples_body, body, api)
         ref = ModelRef(ref.name, ref.version, ref.label, req.signature_name)
         if api == "classify":
-            cls = await self._with_timeout(
-                self.dataplane.classify(ref, req.examples, req.context, timeout_s=self.timeout_s)
+            cls = await self.dataplane.classify(
+                ref, req.examples, req.context, timeout_s=self.timeout_s
             )
             return json_tensor.format_classify_response(cls.classifications)
-        reg = await self._with_timeout(
-            self.dataplane.regress(ref, req.examples, req.context, timeout_s=self.timeout_s)
-        )
+        reg = await self.dataplane.regress(ref, req.examples, req.context, timeout_s=self.timeout_s)
         return json_tensor.format_regress_response(reg.values)
 
     def _status(self, name: str, version: int | None) -> bytes:

@@ -405,3 +405,11 @@ def test_small_and_vectorised_float_formatting_agree(
     monkeypatch.setattr(jt, "_SMALL_FLOAT_ARRAY", 0)
     assert jt.format_floats(values, double) == small
     assert small[:5] == ["3.0", "NaN", "-Infinity", "-0.0", "9e+06"]
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+def test_absurd_nesting_is_a_clear_400(key: str) -> None:
+    body = "{" + f'"{key}":' + "[" * 200_000 + "1" + "]" * 200_000 + "}"
+    err = error(body, x=jt.DT_FLOAT)
+    assert err.code == Code.INVALID_ARGUMENT
+    assert "Tensor rank exceeds the supported 64" in err.message

@@ -30,7 +30,7 @@ from serving.modelserver.process import EmbeddedServerProcess
 pytestmark = pytest.mark.slow
 
 HP2 = "saved_model_half_plus_two_2_versions"
-TIMEOUT_MS = 3000
+TIMEOUT_MS = 1500
 NP_TYPES = {
     "DT_FLOAT": np.float32,
     "DT_DOUBLE": np.float64,
@@ -534,7 +534,7 @@ def test_oversized_body_is_refused_before_reading(server: EmbeddedServerProcess)
 
 
 def test_timeout_is_504(client: Client) -> None:
-    seconds = TIMEOUT_MS / 1000 + 1.0
+    seconds = TIMEOUT_MS / 1000 + 0.5
     reply = client.post(
         "/v1/models/echo:predict", f'{{"signature_name": "busy", "inputs": {seconds}}}'
     )
