@@ -150,7 +150,12 @@ class RestClient(PredictionClient):
         output_filter: Sequence[str],
         timeout_s: float,
     ) -> PredictResult:
-        sig = self._signature(spec, timeout_s)
+        try:
+            sig: Signature | None = self._signature(spec, timeout_s)
+        except InvalidInput:
+            # No such signature in the metadata: send anyway, so the caller gets the server's
+            # own error message (outputs of an unknown signature cannot be named anyway).
+            sig = None
         body: dict[str, Any] = {}
         if spec.signature:
             body["signature_name"] = spec.signature

@@ -145,8 +145,9 @@ def test_bad_input_is_invalid_input_with_the_servers_message(client):
     with pytest.raises(InvalidInput) as info:
         client.predict({"pixels": np.zeros((1, 784), np.float32)}, signature="predict_images")
     assert info.value.message  # the server's own words
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput) as info:
         client.predict({"images": np.zeros((1, 784), np.float32)}, signature="no_such_signature")
+    assert '"no_such_signature" not found' in info.value.message  # the server's own words
 
 
 def test_status_and_metadata_agree(grpc_client, rest_client):
