@@ -67,8 +67,10 @@ def build_serving_module(model: keras.Model, arch: str) -> tf.Module:
     """
     serving_model = float32_copy(model, arch)
     module = tf.Module(name="mnist_serving")
-    # Tracked: the variables only. The Keras model is reached through the closures below.
-    module.model_variables = list(serving_model.weights)
+    # Tracked: the variables only; the Keras model is reached through the closures below.
+    # Track the underlying tf.Variables, not Keras 3's wrappers: with the wrappers tracked the
+    # TFLite converter drops the weights and emits a model that returns NaN, silently.
+    module.model_variables = [getattr(w, "value", w) for w in serving_model.weights]
     module.arch = tf.Variable(arch, trainable=False, name="arch")
 
     def scores_of(images: tf.Tensor) -> tf.Tensor:

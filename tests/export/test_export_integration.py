@@ -201,3 +201,25 @@ def test_saved_model_cli_shows_signatures(
     assert "Method name is: tensorflow/serving/classify" in text
     assert "inputs['image_bytes'] tensor_info" in text
     assert "shape: (-1, 784)" in text
+
+
+def test_serving_module_tracks_plain_tf_variables_in_float32() -> None:
+    """The module tracks tf.Variables (not Keras 3 wrappers, which the TFLite converter drops)
+    and computes in float32 even for a model built under the bf16 policy."""
+    from export.models import build_model
+    from export.signatures import build_serving_module, predict_images_function
+
+    bf16_model = build_model("softmax", "mixed_bfloat16")
+    module = build_serving_module(bf16_model, "softmax")
+    assert module.model_variables and all(
+        isinstance(v, tf.Variable) for v in module.model_variables
+    )
+    assert all(v.dtype == tf.float32 for v in module.model_variables)
+    concrete = predict_images_function(module)
+    x = np.random.default_rng(0).random((3, 784), np.float32)
+    scores = concrete(images=tf.constant(x))["scores"]
+    assert scores.dtype == tf.float32 and scores.shape == (3, 10)
+    ops = {op.type for op in concrete.graph.get_operations()}
+    assert "MatMul" in ops
+    matmuls = [op for op in concrete.graph.get_operations() if op.type == "MatMul"]
+    assert all(op.outputs[0].dtype == tf.float32 for op in matmuls)
