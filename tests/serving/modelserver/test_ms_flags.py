@@ -126,3 +126,17 @@ def test_invalid_model_config_is_rejected_before_loading(tmp_path):
     proc = run_server(f"--model_config_file={cfg}")
     assert proc.returncode == 255
     assert "Expected model x to have an absolute path or URI; got base_path()=relative/x" in proc.stderr
+
+
+def test_initial_load_failure_exits_255(tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"garbage")
+    proc = run_server(
+        "--port=1",  # never bound: start-up fails before any listener opens
+        f"--model_base_path={tmp_path / 'm'}",
+        "--max_num_load_retries=0",
+        timeout=120,
+    )
+    assert proc.returncode == 255
+    assert "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available" in proc.stderr
+    assert "{name: default version: 1}" in proc.stderr
