@@ -124,6 +124,23 @@ def run(
     return scores
 
 
+# A .tflite holds its weights: float32 about as many bytes as the SavedModel's variables,
+# dynamic-range int8 about a quarter. Far less than that (allowing for extra tracked variables
+# such as optimizer slots) means the weights never made it into the file.
+_MIN_WEIGHT_FRACTION = {FLOAT32: 0.25, INT8_DYNAMIC: 0.06}
+
+
+def saved_model_weight_bytes(saved_model_dir: Path) -> int:
+    """Bytes of the SavedModel's variable data (variables/variables.data-*)."""
+    return sum(p.stat().st_size for p in (saved_model_dir / "variables").glob("variables.data-*"))
+
+
+def _weights_missing(model_bytes: int, quantization: str, source_weight_bytes: int | None) -> bool:
+    if not source_weight_bytes:
+        return False
+    return model_bytes < _MIN_WEIGHT_FRACTION[quantization] * source_weight_bytes
+
+
 def compare(
     *,
     artefact: str,
@@ -136,8 +153,11 @@ def compare(
     thresholds: ParityThresholds,
     batch_size: int,
     seconds: float,
+    source_weight_bytes: int | None = None,
 ) -> TFLiteParity:
-    """Figures of one .tflite against the SavedModel, with the reasons it fails (if any)."""
+    """Figures of one .tflite against the SavedModel, with the reasons it fails (if any).
+
+    ``source_weight_bytes`` (the SavedModel's variables) only serves to explain a failure."""
     n = len(labels)
     finite_rows = np.isfinite(scores).all(axis=1)
     nonfinite = int(n - finite_rows.sum())
@@ -161,12 +181,7 @@ def compare(
 
     failures: list[str] = []
     if nonfinite:
-        failures.append(
-            f"NaN/Inf scores for {nonfinite} of {n} images (the converter drops weights that the "
-            "SavedModel tracks as Keras 3 variables, e.g. a module tracking the Keras model or "
-            "model.weights, and emits a model that returns NaN without an error; track the "
-            "underlying tf.Variables, e.g. [w.value for w in model.weights])"
-        )
+        failures.append(f"NaN/Inf scores for {nonfinite} of {n} images")
     if finite_rows.any() and row_sum_error > ROW_SUM_TOLERANCE:
         failures.append(
             f"scores are not probabilities: a row sums to 1 {row_sum_error:+.2e} "
@@ -187,6 +202,14 @@ def compare(
         failures.append(
             f"accuracy {accuracy * 100:.2f}% vs SavedModel {reference_accuracy * 100:.2f}% "
             f"({delta_points:+.2f} points, allowed +/-{thresholds.max_accuracy_delta_points:g})"
+        )
+    if failures and _weights_missing(len(model), quantization, source_weight_bytes):
+        failures.append(
+            f"the .tflite is {len(model):,} bytes but the SavedModel's variables are "
+            f"{source_weight_bytes:,} bytes: the converter dropped the weights, and the model "
+            "computes with garbage (NaN or random scores). It does so silently when the "
+            "SavedModel's module tracks Keras 3 variables (the Keras model, or model.weights); "
+            "track the underlying tf.Variables instead: [w.value for w in model.weights]"
         )
     return TFLiteParity(
         artefact=artefact,
@@ -243,5 +266,6 @@ def convert_and_check(
         thresholds=thresholds,
         batch_size=effective_batch,
         seconds=seconds,
+        source_weight_bytes=saved_model_weight_bytes(saved_model_dir),
     )
     return model, parity

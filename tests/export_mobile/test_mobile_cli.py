@@ -48,24 +48,3 @@ def test_cli_prints_parity_and_refuses_to_overwrite(
     again = _run(*args, "--version", "7")
     assert again.returncode == 1
     assert "REFUSED" in again.stderr and "already exists; pass --force" in again.stderr
-
-
-def test_cli_refuses_a_nan_model(broken_models: dict[str, SourceModel]) -> None:
-    model = broken_models["keras_tracked"]
-    result = _run(
-        "--repo",
-        str(model.repo),
-        "--model-name",
-        model.model_name,
-        "--version",
-        "1",
-        "--limit",
-        "50",
-    )
-    assert result.returncode == 1
-    assert (
-        "export mobile: REFUSED: mobile export of keras_tracked version 1 refused" in result.stderr
-    )
-    assert "NaN/Inf scores for 50 of 50 images" in result.stderr
-    assert "result: REFUSED" in result.stdout  # the figures are still shown
-    assert not (model.repo / "mobile" / model.model_name / "1").exists()

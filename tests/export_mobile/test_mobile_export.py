@@ -135,12 +135,13 @@ def test_unknown_version_is_refused(good_model: SourceModel) -> None:
         )
 
 
-def _refused(model: SourceModel, pattern: str) -> None:
+def _refused(model: SourceModel, pattern: str, shown: list[str] | None = None) -> MobileExportError:
     with pytest.raises(MobileExportError, match=pattern) as info:
         build_mobile(
             MobileOptions(
                 repo=model.repo, model_name=model.model_name, version=model.version, limit=SAMPLE
-            )
+            ),
+            show=(shown if shown is not None else []).append,
         )
     # Nothing published, nothing half-built left behind.
     parent = mobile_dir(model.repo, model.model_name)
@@ -148,14 +149,19 @@ def _refused(model: SourceModel, pattern: str) -> None:
     return info.value
 
 
-def test_tflite_nan_outputs_are_refused(broken_models: dict[str, SourceModel]) -> None:
-    """The Keras-tracked export: TF answers, the converted .tflite gives NaN, silently."""
-    error = _refused(broken_models["keras_tracked"], "refused, nothing published")
-    message = str(error)
-    assert (
-        f"keras_tracked_float32.tflite: NaN/Inf scores for {SAMPLE} of {SAMPLE} images" in message
-    )
-    assert "keras_tracked_int8.tflite: NaN/Inf scores" in message
+def test_tflite_without_its_weights_is_refused(broken_models: dict[str, SourceModel]) -> None:
+    """The Keras-tracked export: TF answers correctly, the converter silently drops the
+    weights and the .tflite computes with whatever memory it finds (NaN or random scores)."""
+    shown: list[str] = []
+    error = _refused(broken_models["keras_tracked"], "refused, nothing published", shown)
+    lines = str(error).splitlines()
+    for artefact in ("keras_tracked_float32.tflite", "keras_tracked_int8.tflite"):
+        mine = [line for line in lines if line.startswith(f"  - {artefact}: ")]
+        assert any("NaN/Inf scores" in line or "differ" in line for line in mine), mine
+        assert any("converter dropped the weights" in line for line in mine), mine
+    # The figures are shown even though the export is refused.
+    assert len(shown) == 1 and "result: REFUSED" in shown[0]
+    assert "keras_tracked_float32.tflite" in shown[0] and "FAIL" in shown[0]
 
 
 def test_savedmodel_nan_outputs_are_refused(broken_models: dict[str, SourceModel]) -> None:

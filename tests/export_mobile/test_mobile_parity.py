@@ -26,9 +26,14 @@ def _one_hot(classes: np.ndarray, confidence: float = 0.91) -> np.ndarray:
 
 
 def _compare(
-    scores: np.ndarray, reference: np.ndarray, labels: np.ndarray, thresholds=FLOAT32_THRESHOLDS
+    scores: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    thresholds=FLOAT32_THRESHOLDS,
+    source_weight_bytes: int | None = None,
 ):
     return compare(
+        source_weight_bytes=source_weight_bytes,
         artefact="m.tflite",
         quantization="float32",
         model=b"tflite",
@@ -95,6 +100,19 @@ def test_scores_that_are_not_probabilities_fail(labels: np.ndarray) -> None:
     reference = _one_hot(labels)
     result = _compare(reference * 2, reference, labels)
     assert any(f.startswith("scores are not probabilities") for f in result.failures)
+
+
+def test_a_failing_tflite_far_smaller_than_its_weights_is_explained(labels: np.ndarray) -> None:
+    reference = _one_hot(labels)
+    broken = reference.copy()
+    broken[:5] = np.nan
+    result = _compare(broken, reference, labels, source_weight_bytes=13_000_000)  # model: 6 bytes
+    assert result.failures[-1].startswith(
+        "the .tflite is 6 bytes but the SavedModel's variables are 13,000,000 bytes: "
+        "the converter dropped the weights"
+    )
+    # Only an explanation: a small file that agrees with the SavedModel is not refused.
+    assert _compare(reference.copy(), reference, labels, source_weight_bytes=13_000_000).passed
 
 
 def _report(tflite) -> MobileReport:
