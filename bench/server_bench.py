@@ -1,5 +1,5 @@
 """Server benchmark: in-process signature throughput (the limit) vs. the embedded server over
-gRPC with 1-image MNIST requests at several concurrencies, batching off and on.
+gRPC and REST (REST with ``wrk``, see ``rest_wrk.py``) with 1-image MNIST requests at several concurrencies, batching off and on.
 
     .venv/bin/python bench/server_bench.py [--model-base models/mnist] [--seconds 3]
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/rest_wrk.py
 
 SIGNATURE = "predict_images"
 
@@ -167,7 +169,12 @@ def grpc_load(
 
 
 def start_server(
-    model_base: Path, model_name: str, batching: bool, workdir: Path, batch_threads: int = 1
+    model_base: Path,
+    model_name: str,
+    batching: bool,
+    workdir: Path,
+    batch_threads: int = 1,
+    rest: bool = False,
 ):
     from serving.modelserver.process import EmbeddedServerProcess
 
@@ -185,7 +192,41 @@ def start_server(
             "max_enqueued_batches { value: 1000 }\n"
         )
         args += ["--enable_batching", f"--batching_parameters_file={params}"]
-    return EmbeddedServerProcess(args, rest=False).start()
+    return EmbeddedServerProcess(args, rest=rest).start()
+
+
+def rest_load(
+    rest_url: str,
+    model_name: str,
+    concurrency: int,
+    seconds: float,
+    label: str,
+    server_pid: int | None = None,
+) -> Figure:
+    """REST with ``wrk`` (bench/rest_wrk.py): one fixed 1-image ``instances`` body POSTed over
+    keep-alive connections; wrk's own CPU is taken from the children's rusage."""
+    import json
+    import resource
+
+    from rest_wrk import check_once, run_wrk
+
+    url = f"{rest_url}/v1/models/{model_name}:predict"
+    image = sample_images(1)[0].tolist()
+    body = json.dumps({"signature_name": SIGNATURE, "instances": [image]}).encode()
+    check_once(url, body)
+    run_wrk(url, body, concurrency, 1.0)  # warm-up: connections, first batches
+    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_wrk(url, body, concurrency, seconds)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    n = max(1, result.requests)
+    cli = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / n * 1e6
+    srv = (process_cpu_seconds(server_pid) - srv0) / n * 1e6 if server_pid else float("nan")
+    if result.errors:
+        print(f"  ({result.errors} failed requests in {label})")
+    return Figure(
+        label, result.requests_per_s, result.p50_ms, result.p99_ms, result.requests, srv, cli
+    )
 
 
 def print_table(limit: Figure, figures: list[Figure]) -> None:
@@ -209,6 +250,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--batching", default="off,on")
+    parser.add_argument("--transports", default="grpc,rest", help="grpc, rest (needs wrk)")
     parser.add_argument(
         "--batch-threads", type=int, default=1, help="num_batch_threads (1 suits 2 cores)"
     )
@@ -224,11 +266,21 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.batching.split(","):
+            transports = args.transports.split(",")
+            use_rest = "rest" in transports
+            if use_rest and shutil.which("wrk") is None:
+                print("wrk not found (apt-get install -y wrk): REST rows skipped")
+                use_rest = False
             server = start_server(
-                args.model_base, args.model_name, mode == "on", Path(tmp), args.batch_threads
+                args.model_base,
+                args.model_name,
+                mode == "on",
+                Path(tmp),
+                args.batch_threads,
+                rest=use_rest,
             )
             try:
-                for c in levels:
+                for c in levels if "grpc" in transports else []:
                     label = f"gRPC batching {mode:<3} conc {c}"
                     figures.append(
                         grpc_load(
@@ -237,6 +289,18 @@ def main() -> int:
                             c,
                             args.seconds,
                             args.max_requests,
+                            label,
+                            server.proc.pid,
+                        )
+                    )
+                for c in levels if use_rest else []:
+                    label = f"REST batching {mode:<3} conc {c}"
+                    figures.append(
+                        rest_load(
+                            server.rest_url,
+                            args.model_name,
+                            c,
+                            args.seconds,
                             label,
                             server.proc.pid,
                         )
