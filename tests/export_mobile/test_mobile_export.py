@@ -154,11 +154,15 @@ def test_tflite_without_its_weights_is_refused(broken_models: dict[str, SourceMo
     weights and the .tflite computes with whatever memory it finds (NaN or random scores)."""
     shown: list[str] = []
     error = _refused(broken_models["keras_tracked"], "refused, nothing published", shown)
-    lines = str(error).splitlines()
-    for artefact in ("keras_tracked_float32.tflite", "keras_tracked_int8.tflite"):
-        mine = [line for line in lines if line.startswith(f"  - {artefact}: ")]
-        assert any("NaN/Inf scores" in line or "differ" in line for line in mine), mine
-        assert any("converter dropped the weights" in line for line in mine), mine
+    # float32 must agree on every prediction, so garbage always fails it. (The int8 bound is on
+    # accuracy only, and this model was trained on noise: garbage can match its ~10% by chance.)
+    mine = [
+        line
+        for line in str(error).splitlines()
+        if line.startswith("  - keras_tracked_float32.tflite: ")
+    ]
+    assert any("NaN/Inf scores" in line or "differ" in line for line in mine), mine
+    assert any("converter dropped the weights" in line for line in mine), mine
     # The figures are shown even though the export is refused.
     assert len(shown) == 1 and "result: REFUSED" in shown[0]
     assert "keras_tracked_float32.tflite" in shown[0] and "FAIL" in shown[0]
