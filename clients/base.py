@@ -1,7 +1,7 @@
 """One interface for both transports: ``PredictionClient``.
 
 The transports (``GrpcClient``, ``RestClient``) implement a handful of ``_do_*`` methods that
-take a resolved ``ModelSpec`` and the time left; this class owns what they share: resolving the
+take a resolved ``ModelSpec`` and the call's deadline (``time.monotonic()`` seconds); this class owns what they share: resolving the
 model spec from defaults and per-call overrides, the overall deadline of a call, bounded retries
 with exponential backoff (only for ``Unavailable``: connection failures, gRPC UNAVAILABLE,
 HTTP 503), a small per-model signature cache, and the MNIST helper ``predict_digits``.
@@ -94,26 +94,26 @@ class PredictionClient(ABC):
         spec: ModelSpec,
         inputs: Mapping[str, np.ndarray] | np.ndarray,
         output_filter: Sequence[str],
-        timeout_s: float,
+        deadline: float,
     ) -> PredictResult: ...
 
     @abstractmethod
     def _do_classify(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[Classifications]: ...
 
     @abstractmethod
     def _do_regress(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[float]: ...
 
     @abstractmethod
-    def _do_status(self, spec: ModelSpec, timeout_s: float) -> list[VersionStatus]: ...
+    def _do_status(self, spec: ModelSpec, deadline: float) -> list[VersionStatus]: ...
 
     @abstractmethod
-    def _do_metadata(self, spec: ModelSpec, timeout_s: float) -> ModelMetadata: ...
+    def _do_metadata(self, spec: ModelSpec, deadline: float) -> ModelMetadata: ...
 
-    def _do_reload_config(self, config: Any, timeout_s: float) -> None:
+    def _do_reload_config(self, config: Any, deadline: float) -> None:
         raise Unimplemented(
             f"reload_config is not available over {self.transport}; TF Serving offers it "
             "only on gRPC (ModelService/HandleReloadConfigRequest)",
@@ -144,23 +144,32 @@ class PredictionClient(ABC):
             raise ValueError("no model given: pass model=... here or to the client")
         return base.with_overrides(version=version, label=label, signature=signature)
 
-    def _call(self, fn: Callable[[float], T], timeout_s: float | None) -> T:
-        """Run ``fn(time_left)`` under one deadline, retrying only Unavailable."""
+    def _time_left(self, deadline: float) -> float:
+        """Seconds until ``deadline``; DeadlineExceeded when none are left."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(
+                "the call's deadline passed", code="DEADLINE_EXCEEDED", transport=self.transport
+            )
+        return left
+
+    def _deadline(self, timeout_s: float | None) -> float:
         budget = self.timeout_s if timeout_s is None else timeout_s
         if budget is None or budget <= 0:
             raise ValueError("every call needs a positive deadline (timeout_s)")
-        deadline = time.monotonic() + budget
+        return time.monotonic() + budget
+
+    def _call(
+        self, fn: Callable[[float], T], timeout_s: float | None, deadline: float | None = None
+    ) -> T:
+        """Run ``fn(deadline)`` under one deadline, retrying only Unavailable."""
+        if deadline is None:
+            deadline = self._deadline(timeout_s)
         retry = 0
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlineExceeded(
-                    f"deadline of {budget:g} s passed",
-                    code="DEADLINE_EXCEEDED",
-                    transport=self.transport,
-                )
+            self._time_left(deadline)
             try:
-                return fn(left)
+                return fn(deadline)
             except Unavailable:
                 if retry + 1 >= self.retry.max_attempts:
                     raise
@@ -192,7 +201,7 @@ class PredictionClient(ABC):
         else:
             arrays = _as_array(inputs)
         return self._call(
-            lambda left: self._do_predict(spec, arrays, tuple(output_filter), left), timeout_s
+            lambda dl: self._do_predict(spec, arrays, tuple(output_filter), dl), timeout_s
         )
 
     def classify(
@@ -210,7 +219,7 @@ class PredictionClient(ABC):
         int/bool -> int64_list, float -> float_list). One list of (label, score) per example."""
         spec = self.spec(model, version, label, signature)
         batch = list(examples)
-        return self._call(lambda left: self._do_classify(spec, batch, context, left), timeout_s)
+        return self._call(lambda dl: self._do_classify(spec, batch, context, dl), timeout_s)
 
     def regress(
         self,
@@ -225,7 +234,7 @@ class PredictionClient(ABC):
     ) -> list[float]:
         spec = self.spec(model, version, label, signature)
         batch = list(examples)
-        return self._call(lambda left: self._do_regress(spec, batch, context, left), timeout_s)
+        return self._call(lambda dl: self._do_regress(spec, batch, context, dl), timeout_s)
 
     def model_status(
         self,
@@ -237,7 +246,7 @@ class PredictionClient(ABC):
     ) -> list[VersionStatus]:
         """Every version the server knows of (newest first), or the one asked for."""
         spec = self.spec(model, version, label)
-        return self._call(lambda left: self._do_status(spec, left), timeout_s)
+        return self._call(lambda dl: self._do_status(spec, dl), timeout_s)
 
     def model_metadata(
         self,
@@ -249,12 +258,12 @@ class PredictionClient(ABC):
     ) -> ModelMetadata:
         """The model's signatures (inputs/outputs with dtypes and shapes)."""
         spec = self.spec(model, version, label)
-        return self._call(lambda left: self._do_metadata(spec, left), timeout_s)
+        return self._call(lambda dl: self._do_metadata(spec, dl), timeout_s)
 
     def reload_config(self, config: Any, *, timeout_s: float | None = None) -> None:
         """Replace the server's model config (gRPC only). ``config``: a ModelServerConfig
         message (ours or TF Serving's) or its text form."""
-        return self._call(lambda left: self._do_reload_config(config, left), timeout_s)
+        return self._call(lambda dl: self._do_reload_config(config, dl), timeout_s)
 
     def signature(
         self,
@@ -269,13 +278,15 @@ class PredictionClient(ABC):
         spec = self.spec(model, version, label, signature)
         return self._signature(spec, timeout_s)
 
-    def _signature(self, spec: ModelSpec, timeout_s: float | None) -> Signature:
+    def _signature(
+        self, spec: ModelSpec, timeout_s: float | None = None, deadline: float | None = None
+    ) -> Signature:
         with self._lock:
             cached = self._signatures.get(spec)
         if cached is not None:
             return cached
         meta_spec = ModelSpec(spec.name, spec.version, spec.label)
-        meta = self._call(lambda left: self._do_metadata(meta_spec, left), timeout_s)
+        meta = self._call(lambda dl: self._do_metadata(meta_spec, dl), timeout_s, deadline)
         name = spec.signature or DEFAULT_SIGNATURE
         sig = meta.signatures.get(name)
         if sig is None:
@@ -306,12 +317,13 @@ class PredictionClient(ABC):
         [0, 1] (uint8 is scaled by 1/255), white on black, or a list of image files."""
         spec = self.spec(model, version, label, signature)
         batch = _digit_batch(images)
-        sig = self._signature(spec, timeout_s)
+        deadline = self._deadline(timeout_s)  # one deadline for the metadata and the predict
+        sig = self._signature(spec, deadline=deadline)
         input_name = _pick_input(sig)
         in_shape = sig.inputs[input_name].shape
         if in_shape is not None and len(in_shape) == 3:
             batch = batch.reshape(-1, 28, 28)
-        result = self.predict({input_name: batch}, model=spec, timeout_s=timeout_s)
+        result = self.predict({input_name: batch}, model=spec, timeout_s=self._time_left(deadline))
         probs, classes = _digit_outputs(result.outputs, len(batch))
         return DigitPredictions(classes=classes, probabilities=probs, version=result.version)
 

@@ -131,7 +131,7 @@ class GrpcClient(PredictionClient):
         self._channel.close()
 
     # ------------------------------------------------------------------ rpc
-    def _rpc(self, name: str, request: Any, timeout_s: float) -> Any:
+    def _rpc(self, name: str, request: Any, deadline: float) -> Any:
         stub = self._stubs.get(name)
         if stub is None:
             path, req_cls, resp_cls = protos.RPCS[name]
@@ -143,7 +143,8 @@ class GrpcClient(PredictionClient):
             )
             self._stubs[name] = stub
         try:
-            return stub(request, timeout=timeout_s, metadata=self.call_metadata or None)
+            timeout = self._time_left(deadline)  # after the request was built
+            return stub(request, timeout=timeout, metadata=self.call_metadata or None)
         except grpc.RpcError as exc:
             raise _map_rpc_error(exc) from None
 
@@ -153,10 +154,10 @@ class GrpcClient(PredictionClient):
         spec: ModelSpec,
         inputs: Mapping[str, np.ndarray] | np.ndarray,
         output_filter: Sequence[str],
-        timeout_s: float,
+        deadline: float,
     ) -> PredictResult:
         if not isinstance(inputs, Mapping):
-            sig = self._signature(spec, timeout_s)
+            sig = self._signature(spec, deadline=deadline)
             if len(sig.inputs) != 1:
                 raise ValueError(
                     f"the signature has inputs {sorted(sig.inputs)}; pass a dict of arrays"
@@ -169,7 +170,7 @@ class GrpcClient(PredictionClient):
                 request.inputs[name], array, use_tensor_content=self.use_tensor_content
             )
         request.output_filter.extend(output_filter)
-        response = self._rpc("Predict", request, timeout_s)
+        response = self._rpc("Predict", request, deadline)
         outputs = {
             key: codec.tensor_proto_to_ndarray(tensor) for key, tensor in response.outputs.items()
         }
@@ -190,30 +191,30 @@ class GrpcClient(PredictionClient):
             fill_example(target.examples.add(), features)
 
     def _do_classify(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[Classifications]:
         request = protos.ClassificationRequest()
         fill_model_spec(request.model_spec, spec)
         self._input(examples, context, request.input)
-        response = self._rpc("Classify", request, timeout_s)
+        response = self._rpc("Classify", request, deadline)
         return [
             [(c.label, float(c.score)) for c in item.classes]
             for item in response.result.classifications
         ]
 
     def _do_regress(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[float]:
         request = protos.RegressionRequest()
         fill_model_spec(request.model_spec, spec)
         self._input(examples, context, request.input)
-        response = self._rpc("Regress", request, timeout_s)
+        response = self._rpc("Regress", request, deadline)
         return [float(r.value) for r in response.result.regressions]
 
-    def _do_status(self, spec: ModelSpec, timeout_s: float) -> list[VersionStatus]:
+    def _do_status(self, spec: ModelSpec, deadline: float) -> list[VersionStatus]:
         request = protos.GetModelStatusRequest()
         fill_model_spec(request.model_spec, spec)
-        response = self._rpc("GetModelStatus", request, timeout_s)
+        response = self._rpc("GetModelStatus", request, deadline)
         state_name = protos.ModelVersionStatus.State.Name
         return [
             VersionStatus(
@@ -225,11 +226,11 @@ class GrpcClient(PredictionClient):
             for row in response.model_version_status
         ]
 
-    def _do_metadata(self, spec: ModelSpec, timeout_s: float) -> ModelMetadata:
+    def _do_metadata(self, spec: ModelSpec, deadline: float) -> ModelMetadata:
         request = protos.GetModelMetadataRequest()
         fill_model_spec(request.model_spec, ModelSpec(spec.name, spec.version, spec.label))
         request.metadata_field.append("signature_def")
-        response = self._rpc("GetModelMetadata", request, timeout_s)
+        response = self._rpc("GetModelMetadata", request, deadline)
         packed = response.metadata.get("signature_def")
         if packed is None:
             raise ProtocolError("metadata response has no signature_def", transport="grpc")
@@ -244,10 +245,10 @@ class GrpcClient(PredictionClient):
             signatures={k: signature_from_proto(v) for k, v in sig_map.signature_def.items()},
         )
 
-    def _do_reload_config(self, config: Any, timeout_s: float) -> None:
+    def _do_reload_config(self, config: Any, deadline: float) -> None:
         request = protos.ReloadConfigRequest()
         request.config.CopyFrom(_model_server_config(config))
-        response = self._rpc("HandleReloadConfigRequest", request, timeout_s)
+        response = self._rpc("HandleReloadConfigRequest", request, deadline)
         if response.status.error_code != 0:
             raise error_for_code(
                 _code_name(response.status.error_code),

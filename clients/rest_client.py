@@ -102,8 +102,9 @@ class RestClient(PredictionClient):
             url += f"/labels/{quote(spec.label, safe='')}"
         return url + suffix
 
-    def _request(self, method: str, url: str, body: Any, timeout_s: float) -> Any:
+    def _request(self, method: str, url: str, body: Any, deadline: float) -> Any:
         data = None if body is None else encode_json(body)
+        timeout_s = self._time_left(deadline)  # what is left after encoding the body
         try:
             response = self.session.request(method, url, data=data, timeout=(timeout_s, timeout_s))
         except requests.exceptions.ConnectTimeout as exc:  # nothing was sent: safe to retry
@@ -148,10 +149,10 @@ class RestClient(PredictionClient):
         spec: ModelSpec,
         inputs: Mapping[str, np.ndarray] | np.ndarray,
         output_filter: Sequence[str],
-        timeout_s: float,
+        deadline: float,
     ) -> PredictResult:
         try:
-            sig: Signature | None = self._signature(spec, timeout_s)
+            sig: Signature | None = self._signature(spec, deadline=deadline)
         except InvalidInput:
             # No such signature in the metadata: send anyway, so the caller gets the server's
             # own error message (outputs of an unknown signature cannot be named anyway).
@@ -166,7 +167,7 @@ class RestClient(PredictionClient):
                 body["inputs"] = tensor_to_json(inputs)
         else:
             body["instances"] = rows_to_json(inputs)
-        reply = self._request("POST", self._url(spec, ":predict"), body, timeout_s)
+        reply = self._request("POST", self._url(spec, ":predict"), body, deadline)
         outputs = parse_predict_json(reply, sig)
         if output_filter:
             missing = [k for k in output_filter if k not in outputs]
@@ -199,22 +200,22 @@ class RestClient(PredictionClient):
         return body
 
     def _do_classify(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[Classifications]:
         body = self._examples_body(spec, examples, context)
-        reply = self._request("POST", self._url(spec, ":classify"), body, timeout_s)
+        reply = self._request("POST", self._url(spec, ":classify"), body, deadline)
         results = _field(reply, "results")
         return [[(str(label), float(score)) for label, score in item] for item in results]
 
     def _do_regress(
-        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, timeout_s: float
+        self, spec: ModelSpec, examples: list[Mapping], context: Mapping | None, deadline: float
     ) -> list[float]:
         body = self._examples_body(spec, examples, context)
-        reply = self._request("POST", self._url(spec, ":regress"), body, timeout_s)
+        reply = self._request("POST", self._url(spec, ":regress"), body, deadline)
         return [float(v) for v in _field(reply, "results")]
 
-    def _do_status(self, spec: ModelSpec, timeout_s: float) -> list[VersionStatus]:
-        reply = self._request("GET", self._url(spec), None, timeout_s)
+    def _do_status(self, spec: ModelSpec, deadline: float) -> list[VersionStatus]:
+        reply = self._request("GET", self._url(spec), None, deadline)
         rows = []
         for row in _field(reply, "model_version_status"):
             status = row.get("status") or {}
@@ -228,9 +229,9 @@ class RestClient(PredictionClient):
             )
         return rows
 
-    def _do_metadata(self, spec: ModelSpec, timeout_s: float) -> ModelMetadata:
+    def _do_metadata(self, spec: ModelSpec, deadline: float) -> ModelMetadata:
         meta_spec = ModelSpec(spec.name, spec.version, spec.label)
-        reply = self._request("GET", self._url(meta_spec, "/metadata"), None, timeout_s)
+        reply = self._request("GET", self._url(meta_spec, "/metadata"), None, deadline)
         model_spec = reply.get("model_spec") or {}
         sig_defs = (((reply.get("metadata") or {}).get("signature_def")) or {}).get("signature_def")
         if not isinstance(sig_defs, dict):
