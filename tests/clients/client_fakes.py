@@ -332,6 +332,7 @@ class FakeRestServer:
 
     def __init__(self, behaviour: Behaviour | None = None, port: int = 0) -> None:
         self.behaviour = behaviour or Behaviour()
+        self.peers: list[tuple[str, int]] = []  # client address of every request
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -349,6 +350,7 @@ class FakeRestServer:
                 self.wfile.write(data)
 
             def _route(self):
+                fake.peers.append(self.client_address)
                 path = self.path
                 verb = None
                 if ":" in path.rsplit("/", 1)[-1]:

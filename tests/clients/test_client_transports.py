@@ -318,3 +318,12 @@ def test_target_parsing():
         RestClient("127.0.0.1:8501")
     assert isinstance(connect("http://127.0.0.1:1"), RestClient)
     assert isinstance(connect("grpc://127.0.0.1:1"), GrpcClient)
+
+
+def test_rest_reuses_pooled_connections(rest_server):
+    with RestClient(rest_server.url, "mnist") as c:
+        for _ in range(10):
+            c.model_status()
+            c.predict_digits(digits([1]), version=1)
+    assert len(rest_server.peers) == 21  # 10 x (status + predict) + one metadata lookup
+    assert len(set(rest_server.peers)) == 1  # one keep-alive connection served them all
