@@ -28,6 +28,9 @@ Stable public API (names will not change):
     Like ``fill_tensor_proto`` into ``out``, or into a new ``proto_cls()`` (default: the
     clients' private ``TensorProto``).
 
+Decoding refuses to expand a few values into more than ``MAX_EXPANDED_ELEMENTS`` elements
+(a guard for servers that decode untrusted requests).
+
 ``DataType``, ``numpy_dtype(data_type)``, ``data_type_of(np_dtype)``, ``dtype_name(data_type)``,
 ``shape_from_proto(shape_msg)``, ``fill_shape_proto(shape_msg, shape)``,
 ``UnsupportedDTypeError`` and ``TensorProtoError`` (both ``ValueError`` subclasses).
@@ -216,11 +219,26 @@ def _concrete_shape(msg: Any) -> tuple[tuple[int, ...], int]:
     return shape, math.prod(shape)
 
 
+# A few bytes of typed values can describe a huge tensor (zeros or a repeated last value).
+# Decoding is done on untrusted requests by the server, so expansion is capped: 2**27
+# elements is 512 MiB of float32, far beyond any MNIST batch.
+MAX_EXPANDED_ELEMENTS = 1 << 27
+
+
+def _check_expansion(k: int, n: int) -> None:
+    if n > k and n > MAX_EXPANDED_ELEMENTS:
+        raise TensorProtoError(
+            f"TensorProto has {k} values for {n} elements; expanding beyond "
+            f"{MAX_EXPANDED_ELEMENTS} elements is refused"
+        )
+
+
 def _splat(values: np.ndarray, n: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     """TF's FromProtoField: zeros, truncation or repeat-the-last-value."""
     k = values.shape[0]
     if k == n:
         return values.reshape(shape)
+    _check_expansion(k, n)
     if k == 0:
         return np.zeros(shape, dtype=dt)
     if k > n:
@@ -279,6 +297,7 @@ def tensor_proto_to_ndarray(msg: Any) -> np.ndarray:
         values = np.empty(len(field), dtype=object)
         values[:] = list(field)
         if len(field) == 0 and n:
+            _check_expansion(0, n)
             return np.full(shape, b"", dtype=object)
         return _splat(values, n, shape, dt)
     if info.layout == "bits16":

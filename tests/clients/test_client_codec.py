@@ -288,3 +288,21 @@ def test_typed_fast_path_is_byte_identical_to_protobuf_extend(tf_tensor_proto, d
         values = flat.tolist()
     getattr(slow, field).extend(values)
     assert fast.SerializeToString(deterministic=True) == slow.SerializeToString(deterministic=True)
+
+
+def test_huge_splat_is_refused(tf_tensor_proto):
+    # One value claiming 10**12 elements must not make the decoder allocate terabytes.
+    for field, dtype in (("float_val", DataType.DT_FLOAT), ("string_val", DataType.DT_STRING)):
+        msg = tf_tensor_proto(dtype=int(dtype))
+        msg.tensor_shape.dim.add().size = 10**6
+        msg.tensor_shape.dim.add().size = 10**6
+        if field == "float_val":
+            msg.float_val.append(1.0)
+        with pytest.raises(codec.TensorProtoError, match="expanding"):
+            codec.tensor_proto_to_ndarray(msg)
+    # A byte count that does not match the shape is refused before any allocation too.
+    msg = tf_tensor_proto(dtype=int(DataType.DT_FLOAT))
+    msg.tensor_shape.dim.add().size = 10**12
+    msg.tensor_content = b"\x00" * 8
+    with pytest.raises(codec.TensorProtoError, match="needs"):
+        codec.tensor_proto_to_ndarray(msg)
