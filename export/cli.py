@@ -38,3 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was published", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m export list | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0

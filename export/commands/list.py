@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{repo.model_dir}:")
     print(
-        f"{'version':>7}  {'arch':<8} {'accuracy':>8}  {'seed':>4}  {'precision':<14} {'train s':>7}  {'created (UTC)':<25} roles"
+        f"{'version':>7}  {'arch':<8} {'accuracy':>8}  {'seed':>4}  {'precision':<15} {'train s':>7}  {'created (UTC)':<25} roles"
     )
     for r in rows:
         acc = f"{r['test_accuracy'] * 100:.2f}%" if r["test_accuracy"] is not None else "-"
         train_s = f"{r['train_s']:.1f}" if r["train_s"] is not None else "-"
         print(
             f"{r['version']:>7}  {r['architecture'] or '-':<8} {acc:>8}  {r['seed'] if r['seed'] is not None else '-':>4}  "
-            f"{r['precision'] or '-':<14} {train_s:>7}  {r['created_utc'] or '-':<25} {','.join(r['roles'])}"
+            f"{r['precision'] or '-':<15} {train_s:>7}  {r['created_utc'] or '-':<25} {','.join(r['roles'])}"
         )
     return 0

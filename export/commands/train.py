@@ -59,6 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="download missing MNIST files from the mirrors (MNIST_MIRRORS)",
     )
+    p.add_argument(
+        "--mirror",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="base URL serving <file>.gz for --fetch-data (repeatable; default: MNIST_MIRRORS, "
+        "else the public mirrors)",
+    )
     gate = p.add_argument_group("gate")
     gate.add_argument(
         "--min-accuracy",
@@ -116,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     # Verify the data before TensorFlow loads: a bad file is reported in a fraction of a second.
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     try:
-        data = load_mnist(data_dir, fetch=args.fetch_data)
+        data = load_mnist(data_dir, fetch=args.fetch_data, mirrors=args.mirror)
     except MnistDataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return EXIT_DATA

@@ -231,3 +231,25 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 4 and "file not found" in bad.stderr
+
+    unreachable = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "train",
+            "--repo",
+            str(tmp_path),
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "--fetch-data",
+            "--mirror",
+            "http://127.0.0.1:9/",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 4
+    assert "no mirror served" in unreachable.stderr and "127.0.0.1:9" in unreachable.stderr
