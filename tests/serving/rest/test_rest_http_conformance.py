@@ -466,7 +466,7 @@ def test_bad_url_escapes_and_versions(client: Client) -> None:
 
 
 def test_methods_and_non_api_paths(client: Client) -> None:
-    for method in ("PUT", "DELETE", "PATCH"):
+    for method in ("PUT", "DELETE", "PATCH", "TRACE"):
         reply = client.call(method, "/v1/models/echo")
         assert_json_reply(reply, 400)
         assert reply.error == f"Malformed request: {method} /v1/models/echo"
