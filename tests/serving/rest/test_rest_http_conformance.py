@@ -111,6 +111,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_mnist_repo: Any):
             "--allow_version_labels_for_unavailable_models",
             f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
             "--file_system_poll_wait_seconds=0",
+            "--rest_api_enable_cors_support",
         ],
         startup_timeout_s=180,
     )
@@ -478,6 +479,22 @@ def test_methods_and_non_api_paths(client: Client) -> None:
     assert reply.status == 400 and reply.body == b""
     reply = client.call("OPTIONS", "/v1/models/echo", headers={"Origin": "http://example"})
     assert reply.status == 200 and reply.body == b""
+
+
+def test_cors_headers_with_the_flag(client: Client) -> None:
+    """The shared server runs with --rest_api_enable_cors_support (spec 2.9)."""
+    cors = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "POST, GET",
+        "Access-Control-Allow-Headers": "Content-Type",
+    }
+    for reply in (
+        client.get("/v1/models/echo"),
+        client.get("/v1/models/nope"),
+        client.call("OPTIONS", "/v1/models/echo", headers={"Origin": "https://example"}),
+    ):
+        for key, value in cors.items():
+            assert reply.headers.get(key) == value
 
 
 def test_metadata_routes(client: Client) -> None:
