@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.infra_check import InfraResult
 from export.metadata import read_metadata
 from export.models import DEFAULT_MIN_ACCURACY
 from export.repository import ModelRepository
@@ -27,6 +28,7 @@ class GateConfig:
     min_accuracy: float | None = None  # None: the architecture's default
     tolerance: float = DEFAULT_TOLERANCE
     force: bool = False  # skip the comparison with stable (never the other checks)
+    infra_check: bool = False  # also serve the version with a real model server (slower)
 
     def threshold(self, arch: str) -> float:
         return self.min_accuracy if self.min_accuracy is not None else DEFAULT_MIN_ACCURACY[arch]
@@ -91,10 +93,17 @@ def stable_reference(repo: ModelRepository) -> StableReference | None:
 
 
 def decide(
-    evaluation: Evaluation, arch: str, config: GateConfig, stable: StableReference | None
+    evaluation: Evaluation,
+    arch: str,
+    config: GateConfig,
+    stable: StableReference | None,
+    infra: InfraResult | None = None,
 ) -> GateDecision:
+    """``infra``: the infra check's result, None when it did not run."""
     reasons: list[str] = []
     notes: list[str] = []
+    if infra is not None:
+        (notes if infra.ok else reasons).append(f"infra check: {infra.detail}")
     threshold = config.threshold(arch)
     for name, error in evaluation.signature_errors.items():
         reasons.append(f"signature {name!r} failed after reload: {error}")

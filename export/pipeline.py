@@ -14,6 +14,7 @@ from typing import TextIO
 import numpy as np
 
 from export.gate import GateConfig, GateDecision, decide, evaluate_saved_model, stable_reference
+from export.infra_check import infra_check
 from export.metadata import git_revision, runtime_versions, write_metadata
 from export.mnist_data import DEFAULT_DATA_DIR, MnistData, load_mnist, to_model_input
 from export.report import confusion_matrix, write_report_json, write_report_png
@@ -92,7 +93,15 @@ def run_export(
         lap("export_s")
 
         evaluation = evaluate_saved_model(staged, data.test_images, data.test_labels)
-        decision = decide(evaluation, arch, request.gate, stable_reference(repo))
+        infra = None
+        if request.gate.infra_check:
+            print(
+                "gate: infra check: serving the built version with the embedded model server",
+                file=out,
+                flush=True,
+            )
+            infra = infra_check(staged, request.model_name, test_x, evaluation.predictions[:8])
+        decision = decide(evaluation, arch, request.gate, stable_reference(repo), infra)
         lap("evaluate_s")
 
         confusion = confusion_matrix(data.test_labels, evaluation.predictions)

@@ -57,10 +57,10 @@ def publish_tiny_model(
         ),
         gate=GateConfig(min_accuracy=0.5, force=True),
     )
-    outcome = run_export(request, out=io.StringIO())
+    data = load_mnist()
+    outcome = run_export(request, out=io.StringIO(), data=data)
     if not outcome.published or outcome.version is None or outcome.path is None:
         raise RuntimeError(f"tiny model refused: {outcome.decision.reasons}")
-    data = load_mnist()
     images = to_model_input(data.test_images[:sample])
     loaded = tf.saved_model.load(str(outcome.path))
     predictions = loaded.signatures["serving_default"](images=tf.constant(images))["classes"]

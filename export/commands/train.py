@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate.add_argument(
         "--force", action="store_true", help="publish even if worse than the stable version"
     )
+    gate.add_argument(
+        "--infra-check",
+        action="store_true",
+        help="also serve the built version with the embedded model server and check REST "
+        "predictions before publishing (adds a server start, ~5-10 s)",
+    )
     p.add_argument(
         "--keep",
         type=int,
@@ -149,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             min_accuracy=args.min_accuracy,
             tolerance=args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE,
             force=args.force,
+            infra_check=args.infra_check,
         ),
         keep=args.keep,
         data_dir=data_dir,

@@ -164,6 +164,7 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
             "0.01",
             "--min-accuracy",
             "0.3",
+            "--infra-check",
             "--keep",
             "1",
             "--no-report-png",
@@ -176,6 +177,7 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
     assert train.returncode == 0, train.stderr[-2000:]
     assert "precision: float32" in train.stdout
     assert "published digits version 1" in train.stdout
+    assert "gate: infra check: served by the embedded model server" in train.stdout
     assert "test accuracy 0." in train.stdout
     save_state(tmp_path, "digits", RolloutState(stable=1))
     listed = subprocess.run(
@@ -253,3 +255,23 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
     )
     assert unreachable.returncode == 4
     assert "no mirror served" in unreachable.stderr and "127.0.0.1:9" in unreachable.stderr
+
+
+def test_infra_check_serves_the_version(tmp_path: Path, tiny_mnist_repo: TinyModelRepo) -> None:
+    pytest.importorskip("serving.modelserver.process")
+    from export.infra_check import infra_check
+
+    staged = tmp_path / ".staging-copy"
+    shutil.copytree(tiny_mnist_repo.version_path, staged)
+    images, expected = tiny_mnist_repo.test_images[:8], tiny_mnist_repo.predictions[:8]
+    good = infra_check(staged, "mnist", images, expected)
+    assert good.ok, good.detail
+    wrong = infra_check(staged, "mnist", images, (expected + 1) % 10)
+    assert not wrong.ok and "differ" in wrong.detail
+
+    # A warmup file that is not a TFRecord fails the load, as in TF Serving.
+    (staged / "assets.extra/tf_serving_warmup_requests").write_bytes(b"garbage" * 10)
+    broken = infra_check(staged, "mnist", images, expected, startup_timeout_s=60)
+    assert not broken.ok and "did not load" in broken.detail
+    decision = decide(_evaluation(0.95), "softmax", GateConfig(min_accuracy=0.5), None, broken)
+    assert not decision.accepted and decision.reasons[0].startswith("infra check")
