@@ -64,8 +64,10 @@ def _fill_spec(spec: Any, name: str, version: int, signature_name: str | None) -
 
 
 def _timeout(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < 1e9 else None
+    """No data-plane timeout for gRPC: when the client's deadline passes, grpc.aio cancels the
+    handler (the queued batch task is dropped) and the client gets DEADLINE_EXCEEDED, as from
+    TF Serving. Saves a wait_for task per request."""
+    return None
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: errors.ServingError) -> None:

@@ -142,6 +142,22 @@ def read_configs(flags: ServerFlags) -> LoadedConfig:
     return LoadedConfig(model_config, batching, prometheus)
 
 
+def _configure_tf_threads(flags: ServerFlags) -> None:
+    """--tensorflow_session_parallelism / _intra_op_ / _inter_op_ (0 = TensorFlow's choice).
+
+    Must run before TensorFlow executes its first op, hence before any model loads."""
+    intra = flags.tensorflow_intra_op_parallelism or flags.tensorflow_session_parallelism
+    inter = flags.tensorflow_inter_op_parallelism or flags.tensorflow_session_parallelism
+    if intra <= 0 and inter <= 0:
+        return
+    import tensorflow as tf
+
+    if intra > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter > 0:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
 class ModelServer:
     """Everything one process serves; ``run()`` until a stop signal."""
 
@@ -160,6 +176,7 @@ class ModelServer:
 
         f = self.flags
         cpus = os.cpu_count() or 1
+        _configure_tf_threads(f)
         self.metrics = Metrics()
         self.infer_executor = ThreadPoolExecutor(
             max_workers=max(4, 2 * cpus), thread_name_prefix="inference"

@@ -337,3 +337,12 @@ def test_prometheus_metrics_count_grpc_requests(shared_server, stub):
     assert ':tensorflow:serving:request_count{model_name="ver",status="OK"}' in text
     assert 'entrypoint="GRPC"' in text
     assert ":tensorflow:cc:saved_model:load_attempt_count" in text
+
+
+def test_deadline_exceeded_and_server_keeps_serving(stub):
+    req = predict_request("echo", {"n": np.array([300_000], np.int64)}, signature="spin")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req, timeout=0.3)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    resp = stub.Predict(predict_request("ver", {"x": np.ones(1, np.float32)}), timeout=30)
+    assert resp.model_spec.version.value == 2
