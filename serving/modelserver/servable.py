@@ -36,18 +36,27 @@ def read_meta_graph(export_dir: str, tags: Sequence[str]):
     """The MetaGraphDef of ``export_dir`` whose tag set equals ``tags``."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(export_dir, "saved_model.pb")
     saved = saved_model_pb2.SavedModel()
+    pb = os.path.join(export_dir, "saved_model.pb")
+    pbtxt = os.path.join(export_dir, "saved_model.pbtxt")
     try:
-        with open(path, "rb") as fh:
-            saved.ParseFromString(fh.read())
-    except FileNotFoundError:
-        raise errors.NotFound(
-            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
-            f"{export_dir}"
-        ) from None
+        if os.path.exists(pb):
+            with open(pb, "rb") as fh:
+                saved.ParseFromString(fh.read())
+        elif os.path.exists(pbtxt):
+            from google.protobuf import text_format
+
+            with open(pbtxt, encoding="utf-8") as fh:
+                text_format.Parse(fh.read(), saved)
+        else:
+            raise errors.NotFound(
+                "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
+                f"{export_dir}"
+            )
+    except errors.ServingError:
+        raise
     except Exception as exc:  # corrupt file
-        raise errors.DataLoss(f"Could not parse SavedModel at {path}: {exc}") from None
+        raise errors.DataLoss(f"Could not parse SavedModel at {export_dir}: {exc}") from None
     wanted = set(tags)
     for meta in saved.meta_graphs:
         if set(meta.meta_info_def.tags) == wanted:
