@@ -19,6 +19,7 @@ in the data plane, off the loop.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import re
 import time
@@ -196,8 +197,8 @@ class RestApi:
         if self.monitoring_path is not None and raw.split("?", 1)[0] == self.monitoring_path:
             return self._prometheus(raw)
         if _V1.fullmatch(raw) is None:
-            html = _NOT_FOUND_HTML.format(path=raw.split("?", 1)[0])
-            return web.Response(status=404, text=html, content_type="text/html")
+            page = _NOT_FOUND_HTML.format(path=html.escape(raw.split("?", 1)[0]))
+            return web.Response(status=404, text=page, content_type="text/html")
         if request.method == "OPTIONS":
             return self._preflight(request)
         resp = await self._api(request, raw)
@@ -265,7 +266,7 @@ class RestApi:
             resp = _json_response(out)
         except _EmptyBodyError as e:
             code = Code.INVALID_ARGUMENT
-            log.info("REST %s %s: %s", request.method, raw, e)
+            log.debug("REST %s %s: %s", request.method, raw, e)
             resp = _json_response(b"", status=400)
         except _BodyTooLarge as e:
             code = Code.RESOURCE_EXHAUSTED

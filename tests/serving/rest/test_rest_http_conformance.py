@@ -551,6 +551,8 @@ def test_methods_and_non_api_paths(client: Client) -> None:
     assert reply.status == 400
     reply = client.get("/v2/models/echo")
     assert reply.status == 404 and "text/html" in (reply.content_type or "")
+    reply = client.get("/%3Cscript%3E<b>")
+    assert reply.status == 404 and b"<b>" not in reply.body and b"&lt;b&gt;" in reply.body
     reply = client.call("OPTIONS", "/v1/models/echo")
     assert reply.status == 400 and reply.body == b""
     reply = client.call("OPTIONS", "/v1/models/echo", headers={"Origin": "http://example"})
