@@ -175,6 +175,7 @@ def start_server(
     workdir: Path,
     batch_threads: int = 1,
     rest: bool = False,
+    extra_args: tuple[str, ...] = (),
 ):
     from serving.modelserver.process import EmbeddedServerProcess
 
@@ -182,6 +183,7 @@ def start_server(
         f"--model_name={model_name}",
         f"--model_base_path={model_base.resolve()}",
         "--file_system_poll_wait_seconds=0",
+        *extra_args,
     ]
     if batching:
         params = workdir / "batching.config"
@@ -252,6 +254,9 @@ def main() -> int:
     parser.add_argument("--batching", default="off,on")
     parser.add_argument("--transports", default="grpc,rest", help="grpc, rest (needs wrk)")
     parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra server flag (repeatable)"
+    )
+    parser.add_argument(
         "--batch-threads", type=int, default=1, help="num_batch_threads (1 suits 2 cores)"
     )
     args = parser.parse_args()
@@ -278,6 +283,7 @@ def main() -> int:
                 Path(tmp),
                 args.batch_threads,
                 rest=use_rest,
+                extra_args=tuple(args.server_arg),
             )
             try:
                 for c in levels if "grpc" in transports else []:
