@@ -394,7 +394,7 @@ class RestApi:
                     "version": str(r.version),
                     "state": r.state,
                     "status": {
-                        "error_code": Code(r.error_code).name,
+                        "error_code": _code_name(r.error_code),
                         "error_message": r.error_message,
                     },
                 }
@@ -422,6 +422,13 @@ class RestApi:
             + "}\n}\n"
         )
         return text.encode()
+
+
+def _code_name(code: int) -> str:
+    try:
+        return Code(code).name
+    except ValueError:
+        return Code.UNKNOWN.name
 
 
 def _proto_json(message: Any) -> str:
