@@ -176,6 +176,7 @@ def start_server(
     batch_threads: int = 1,
     rest: bool = False,
     extra_args: tuple[str, ...] = (),
+    batch_timeout_micros: int = 0,
 ):
     from serving.modelserver.process import EmbeddedServerProcess
 
@@ -189,7 +190,7 @@ def start_server(
         params = workdir / "batching.config"
         params.write_text(
             "max_batch_size { value: 32 }\n"
-            "batch_timeout_micros { value: 0 }\n"
+            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
             f"num_batch_threads {{ value: {batch_threads} }}\n"
             "max_enqueued_batches { value: 1000 }\n"
         )
@@ -253,6 +254,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--batching", default="off,on")
     parser.add_argument("--transports", default="grpc,rest", help="grpc, rest (needs wrk)")
+    parser.add_argument("--batch-timeout-micros", type=int, default=0)
     parser.add_argument(
         "--server-arg", action="append", default=[], help="extra server flag (repeatable)"
     )
@@ -284,6 +286,7 @@ def main() -> int:
                 args.batch_threads,
                 rest=use_rest,
                 extra_args=tuple(args.server_arg),
+                batch_timeout_micros=args.batch_timeout_micros,
             )
             try:
                 for c in levels if "grpc" in transports else []:
