@@ -161,7 +161,15 @@ def evaluate_saved_model(
     )
 
     start = time.monotonic()
-    loaded = tf.saved_model.load(str(export_dir))
+    try:
+        loaded = tf.saved_model.load(str(export_dir))
+    except Exception as exc:  # a version that does not reload is refused, not a crash
+        return Evaluation(
+            accuracy=0.0,
+            predictions=np.zeros(0, np.int64),
+            signature_errors={"(reload)": f"{type(exc).__name__}: {str(exc)[:300]}"},
+            seconds=time.monotonic() - start,
+        )
     x = to_model_input(test_images)
     default = loaded.signatures[SERVING_DEFAULT]
     predictions = np.concatenate(

@@ -104,6 +104,11 @@ def run_export(
         decision = decide(evaluation, arch, request.gate, stable_reference(repo), infra)
         lap("evaluate_s")
 
+        if len(evaluation.predictions) != len(data.test_labels):  # it did not even reload
+            for reason in decision.reasons:
+                print(f"gate: REFUSED: {reason}", file=out)
+                print(f"export refused: {reason}", file=sys.stderr)
+            return ExportOutcome(False, None, None, 0.0, decision, [], timings, {})
         confusion = confusion_matrix(data.test_labels, evaluation.predictions)
         per_class = (np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)).round(4).tolist()
         report = {

@@ -275,3 +275,44 @@ def test_infra_check_serves_the_version(tmp_path: Path, tiny_mnist_repo: TinyMod
     assert not broken.ok and "did not load" in broken.detail
     decision = decide(_evaluation(0.95), "softmax", GateConfig(min_accuracy=0.5), None, broken)
     assert not decision.accepted and decision.reasons[0].startswith("infra check")
+
+
+def test_a_version_that_does_not_reload_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from export.gate import evaluate_saved_model
+
+    (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
+    evaluation = evaluate_saved_model(tmp_path, np.zeros((2, 28, 28), np.uint8), np.zeros(2))
+    assert "(reload)" in evaluation.signature_errors
+    decision = decide(evaluation, "cnn", GateConfig(force=True), None)
+    assert not decision.accepted and "(reload)" in decision.reasons[0]
+
+
+def test_ctrl_c_during_training_publishes_nothing(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "train", "--arch", "softmax", "--repo", str(tmp_path)],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        for line in proc.stdout:  # bounded: a handful of lines before the first progress line
+            if "step 50/235" in line or time.monotonic() > deadline:
+                break  # steady-state training: the interrupt lands in the training loop
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted; nothing was published" in err
+    model_dir = tmp_path / "mnist"
+    assert not model_dir.exists() or list(model_dir.iterdir()) == []
