@@ -34,7 +34,6 @@ import numpy as np
 import orjson
 
 from serving.modelserver.errors import (
-    Code,
     InvalidArgument,
     ServingError,
     Unimplemented,
@@ -1159,7 +1158,6 @@ def format_regress_response(values: Sequence[float]) -> bytes:
 
 
 __all__ = [
-    "Code",
     "ExamplesRequest",
     "PredictBody",
     "b64_decode",
