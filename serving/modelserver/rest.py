@@ -53,6 +53,11 @@ OFFLOAD_OUTPUT_ELEMENTS = 16 * 1024
 
 JSON_CONTENT_TYPE = "application/json"
 
+# Options for the ``web.AppRunner`` that serves this app: TF Serving inflates only gzip bodies
+# (handled here, with its 100 MiB limit); aiohttp's own inflating would also accept deflate and
+# answer br with a text 400. ``web.AppRunner(app, **RUNNER_OPTIONS)``.
+RUNNER_OPTIONS: dict[str, Any] = {"access_log": None, "auto_decompress": False}
+
 _V1 = re.compile(r"(?i)/v1/.*", re.DOTALL)
 # http_rest_api_util.cc; NAME/LABEL = [^/:]+, DIGITS = \d+ (RE2's \d is ASCII only).
 _POST = re.compile(
