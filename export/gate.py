@@ -5,6 +5,8 @@
    meets the architecture's threshold.
 3. It is not worse than the stable version by more than a tolerance, unless forced.
    Stable = the rollout state's ``stable``, else the newest published version.
+4. Optionally (``infra_check``), a real model server loads it and answers REST predict
+   (see export/infra_check.py).
 """
 
 from __future__ import annotations
