@@ -125,6 +125,17 @@ def test_versions_and_labels(stub, spec, version):
             'Serving signature key "nope" not found.',
         ),
         ({"name": ""}, grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified."),
+        # Names and labels are only ever looked up, never joined into paths.
+        (
+            {"name": "../ver/1"},
+            grpc.StatusCode.NOT_FOUND,
+            "Servable not found for request: Latest(../ver/1)",
+        ),
+        (
+            {"name": "ver", "label": "../../etc"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: ../../etc",
+        ),
     ],
 )
 def test_resolution_errors(stub, request_kwargs, code, message):
