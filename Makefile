@@ -82,8 +82,12 @@ pin: $(STAMP)
 rollout: $(STAMP)
 	$(PY) -m serving rollout status --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
 
+# Benchmarks print figures (never asserted in tests). REST load comes from wrk (Debian package).
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } || echo "wrk unavailable: REST rows will be skipped"
+	@ls -d $(MODEL_REPO)/$(MODEL_NAME)/[0-9]* >/dev/null 2>&1 || $(MAKE) export
+	$(PY) bench/codec_bench.py
+	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME)
 
 # --- Kubernetes (k8s/, docs/k8s-runbook.md). Everything up to k8s-config works offline. ---
 K8S_OVERLAY ?= dev

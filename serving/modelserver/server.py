@@ -314,7 +314,7 @@ class ModelServer:
             monitoring_path=prom.path if prom.enabled else None,
             enable_cors=f.rest_api_enable_cors_support,
         )
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, **rest.RUNNER_OPTIONS)
         await runner.setup()
         grace = max(0.0, f.shutdown_grace_seconds)
         site = web.TCPSite(runner, f.bind_address, f.rest_api_port, shutdown_timeout=grace)
