@@ -82,9 +82,10 @@ pin: $(STAMP)
 rollout: $(STAMP)
 	$(PY) -m serving rollout status --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
 
-# Benchmarks print figures (never asserted in tests). REST load comes from wrk (Debian package).
+# Benchmarks print figures (never asserted in tests). Load: wrk (REST), h2load (gRPC; Debian nghttp2-client).
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } || echo "wrk unavailable: REST rows will be skipped"
+	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } || echo "h2load unavailable: gRPC load from the Python client"
 	@ls -d $(MODEL_REPO)/$(MODEL_NAME)/[0-9]* >/dev/null 2>&1 || $(MAKE) export
 	$(PY) bench/codec_bench.py
 	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME)

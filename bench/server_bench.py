@@ -1,5 +1,10 @@
 """Server benchmark: in-process signature throughput (the limit) vs. the embedded server over
-gRPC and REST (REST with ``wrk``, see ``rest_wrk.py``) with 1-image MNIST requests at several concurrencies, batching off and on.
+gRPC and REST with 1-image MNIST requests at several concurrencies, batching off and on. Load
+comes from C generators that leave the cores to the server: ``h2load`` for gRPC (Debian
+``nghttp2-client``, see ``grpc_h2load.py``; every answer's grpc-status is checked through the
+server's Prometheus request counts) and ``wrk`` for REST (see ``rest_wrk.py``). Without
+``h2load`` a Python grpc.aio generator is used instead (it costs the server ~0.2 ms of CPU per
+request on shared cores).
 
     .venv/bin/python bench/server_bench.py [--model-base models/mnist] [--seconds 3]
 
@@ -168,6 +173,44 @@ def grpc_load(
     )
 
 
+def h2load_grpc_load(
+    target: str,
+    rest_url: str,
+    model_name: str,
+    concurrency: int,
+    seconds: float,
+    label: str,
+    server_pid: int | None = None,
+) -> Figure:
+    """gRPC with ``h2load`` (bench/grpc_h2load.py); raises unless the server counted every
+    answer as OK. h2load's CPU is taken from the children's rusage."""
+    import resource
+
+    from grpc_h2load import PROMETHEUS_PATH, request_counts, run_h2load
+
+    payload = predict_request_bytes(model_name, sample_images(1)[0])
+    metrics_url = f"{rest_url}{PROMETHEUS_PATH}"
+
+    def counts() -> dict[str, float]:
+        return request_counts(metrics_url, model_name)
+
+    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Warm-up inside the run (1 s) is excluded from h2load's figures but not from the CPU
+    # counters, so CPU per request divides by every request the server answered.
+    ok0 = counts().get("OK", 0)
+    result = run_h2load(target, payload, concurrency, seconds, counts, warmup_s=1.0)
+    served = max(1.0, counts().get("OK", 0) - ok0)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cli = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / served * 1e6
+    srv = (process_cpu_seconds(server_pid) - srv0) / served * 1e6 if server_pid else float("nan")
+    if result.errors:
+        print(f"  ({result.errors} failed requests in {label})")
+    return Figure(
+        label, result.requests_per_s, result.p50_ms, result.p99_ms, result.requests, srv, cli
+    )
+
+
 def start_server(
     model_base: Path,
     model_name: str,
@@ -178,12 +221,17 @@ def start_server(
     extra_args: tuple[str, ...] = (),
     batch_timeout_micros: int = 0,
 ):
+    from grpc_h2load import MONITORING_CONFIG
+
     from serving.modelserver.process import EmbeddedServerProcess
 
+    monitoring = workdir / "monitoring.config"
+    monitoring.write_text(MONITORING_CONFIG)  # request counts: h2load's answers are checked
     args = [
         f"--model_name={model_name}",
         f"--model_base_path={model_base.resolve()}",
         "--file_system_poll_wait_seconds=0",
+        f"--monitoring_config_file={monitoring}",
         *extra_args,
     ]
     if batching:
@@ -256,6 +304,12 @@ def main() -> int:
     parser.add_argument("--transports", default="grpc,rest", help="grpc, rest (needs wrk)")
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
     parser.add_argument(
+        "--grpc-client",
+        choices=("auto", "h2load", "python"),
+        default="auto",
+        help="gRPC load generator: h2load (nghttp2-client) when installed, else Python grpc.aio",
+    )
+    parser.add_argument(
         "--server-arg", action="append", default=[], help="extra server flag (repeatable)"
     )
     parser.add_argument(
@@ -278,19 +332,37 @@ def main() -> int:
             if use_rest and shutil.which("wrk") is None:
                 print("wrk not found (apt-get install -y wrk): REST rows skipped")
                 use_rest = False
+            use_h2load = args.grpc_client == "h2load" or (
+                args.grpc_client == "auto" and shutil.which("h2load") is not None
+            )
+            if args.grpc_client == "auto" and not use_h2load:
+                print("h2load not found (apt-get install -y nghttp2-client): Python gRPC client")
             server = start_server(
                 args.model_base,
                 args.model_name,
                 mode == "on",
                 Path(tmp),
                 args.batch_threads,
-                rest=use_rest,
+                rest=use_rest or use_h2load,  # h2load's check reads the Prometheus endpoint
                 extra_args=tuple(args.server_arg),
                 batch_timeout_micros=args.batch_timeout_micros,
             )
             try:
                 for c in levels if "grpc" in transports else []:
                     label = f"gRPC batching {mode:<3} conc {c}"
+                    if use_h2load:
+                        figures.append(
+                            h2load_grpc_load(
+                                server.grpc_target,
+                                server.rest_url,
+                                args.model_name,
+                                c,
+                                args.seconds,
+                                label,
+                                server.proc.pid,
+                            )
+                        )
+                        continue
                     figures.append(
                         grpc_load(
                             server.grpc_target,
