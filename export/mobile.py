@@ -42,9 +42,9 @@ from export.mobile_report import (
     ParityThresholds,
     render_table,
 )
+from export.repository import MOBILE_DIR
 
 SIGNATURE = "predict_images"
-MOBILE_DIR = "mobile"
 STAGING_RE = re.compile(r"^\.staging-[0-9]+-([0-9]+)-[0-9a-f]+$")
 REFERENCE_BATCH = 500
 DATASET_NAME = "the official MNIST test set"

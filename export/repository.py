@@ -31,6 +31,8 @@ from pathlib import Path
 VERSION_RE = re.compile(r"^[0-9]+$")
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
+# Derived artefacts (mobile models) live under <root>/mobile/<model_name>/<version>/.
+MOBILE_DIR = "mobile"
 LOCK_RE = re.compile(r"^\.version-([0-9]+)\.lock$")
 STAGING_RE = re.compile(r"^\.staging-([0-9]+)-[0-9a-f]+$")
 DEFAULT_STALE_AFTER_S = 24 * 3600.0  # debris of a live process older than this is stale too
@@ -230,12 +232,20 @@ class ModelRepository:
             return time.time() - float(owner.get("created", 0)) > self.stale_after_s
         return self._owner_dead_or_old(pid, lock)
 
+    def mobile_path(self, version: int) -> Path:
+        """Where the version's derived mobile artefacts live (beside, never inside, it)."""
+        return self.root / MOBILE_DIR / self.model_name / str(version)
+
     def delete_version(self, version: int) -> None:
-        """Remove a version: hide it by rename first, then delete the hidden copy."""
-        path = self.version_path(version)
-        hidden = self.model_dir / f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-        os.rename(path, hidden)
-        shutil.rmtree(hidden, ignore_errors=True)
+        """Remove a version and its derived artefacts: hide each by rename first, then delete
+        the hidden copy, so nobody ever reads half of either."""
+        targets = [(self.version_path(version), self.model_dir)]
+        if self.mobile_path(version).exists():
+            targets.append((self.mobile_path(version), self.mobile_path(version).parent))
+        for path, parent in targets:
+            hidden = parent / f"{DELETING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+            os.rename(path, hidden)
+            shutil.rmtree(hidden, ignore_errors=True)
 
     def apply_retention(self, keep: int, protected: Iterable[int] = ()) -> list[int]:
         """Keep the newest ``keep`` versions and every protected one; delete the rest.

@@ -4,12 +4,17 @@ or version labels) for this model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from export.rollout_state import load_state
 
-# Where `serving` keeps its ModelServerConfig by convention; an explicit path wins.
+# Where a ModelServerConfig may sit beside the repository; an explicit path wins.
 DEFAULT_SERVING_CONFIG = "models.config"
+# Where `python -m serving up` keeps the config its running server reads (its run dir,
+# $SERVING_RUN_DIR or .run/). Read as a plain path so that export never imports serving.
+RUN_DIR_ENV = "SERVING_RUN_DIR"
+DEFAULT_RUN_DIR = ".run"
 
 
 class ServingConfigError(ValueError):
@@ -38,12 +43,17 @@ def versions_in_serving_config(config_path: Path, model_name: str) -> set[int]:
 def protected_versions(
     repo_root: Path, model_name: str, serving_config: Path | None = None
 ) -> set[int]:
-    """Rollout-state versions plus serving-config versions (``<repo>/models.config`` is read
-    when no path is given and it exists)."""
+    """Rollout-state versions plus serving-config versions. Without an explicit path, every
+    config that exists of ``<repo>/models.config`` and the running server's
+    ``<run dir>/config/models.config`` is read: protecting a version too many is harmless,
+    deleting one a server is loading is not."""
     protected = load_state(repo_root, model_name).named_versions()
-    if serving_config is None:
-        default = Path(repo_root) / DEFAULT_SERVING_CONFIG
-        serving_config = default if default.exists() else None
     if serving_config is not None:
-        protected |= versions_in_serving_config(serving_config, model_name)
+        configs = [Path(serving_config)]
+    else:
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+        candidates = [Path(repo_root) / DEFAULT_SERVING_CONFIG, run_dir / "config" / DEFAULT_SERVING_CONFIG]
+        configs = [path for path in candidates if path.exists()]
+    for config in configs:
+        protected |= versions_in_serving_config(config, model_name)
     return protected

@@ -99,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--serving-config",
         type=Path,
         default=None,
-        help="ModelServerConfig whose versions retention protects (default: <repo>/models.config if present)",
+        help="ModelServerConfig whose versions retention protects (default: <repo>/models.config and the running server's <run dir>/config/models.config, where present)",
     )
     p.add_argument("--no-report-png", action="store_true", help="skip the PNG training report")
     p.set_defaults(func=run)

@@ -216,7 +216,10 @@ def test_retention_keeps_newest_and_protected(tmp_path: Path) -> None:
     assert repo.publish(_stage(repo)).version == 8
 
 
-def test_protected_versions_from_rollout_state_and_serving_config(tmp_path: Path) -> None:
+def test_protected_versions_from_rollout_state_and_serving_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVING_RUN_DIR", str(tmp_path / "no-run-dir"))
     save_state(tmp_path, "mnist", RolloutState(stable=4, previous_stable=2, canary=None))
     save_state(tmp_path, "other", RolloutState(stable=9))
     assert protected_versions(tmp_path, "mnist") == {2, 4}
@@ -249,6 +252,38 @@ def test_protected_versions_from_rollout_state_and_serving_config(tmp_path: Path
         repo.publish(_stage(repo))
     repo.apply_retention(keep=1, protected=protected_versions(tmp_path, "mnist"))
     assert repo.versions() == [2, 4, 5, 6, 7, 8]
+
+
+def test_protected_versions_include_the_running_servers_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "config").mkdir(parents=True)
+    (run_dir / "config" / "models.config").write_text(
+        'model_config_list { config { name: "mnist" base_path: "/m" model_platform: "tensorflow" '
+        "model_version_policy { specific { versions: 3 versions: 5 } } } }"
+    )
+    repo_root = tmp_path / "repo"
+    repo_root.mkdir()
+    monkeypatch.setenv("SERVING_RUN_DIR", str(run_dir))
+    assert protected_versions(repo_root, "mnist") == {3, 5}
+    # An explicit config replaces the defaults.
+    explicit = tmp_path / "explicit.config"
+    explicit.write_text('model_config_list { config { name: "mnist" base_path: "/m" model_platform: "tensorflow" } }')
+    assert protected_versions(repo_root, "mnist", explicit) == set()
+
+
+def test_deleting_a_version_removes_its_mobile_artefacts(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path, "mnist")
+    first = repo.publish(_stage(repo)).version
+    second = repo.publish(_stage(repo)).version
+    for version in (first, second):
+        repo.mobile_path(version).mkdir(parents=True)
+        (repo.mobile_path(version) / "mnist_float32.tflite").write_bytes(b"tflite")
+    assert repo.apply_retention(keep=1) == [first]
+    assert not repo.mobile_path(first).exists()
+    assert (repo.mobile_path(second) / "mnist_float32.tflite").read_bytes() == b"tflite"
+    assert sorted(p.name for p in repo.mobile_path(second).parent.iterdir()) == [str(second)]
 
 
 def test_stale_lock_of_dead_process_is_removed(tmp_path: Path) -> None:
