@@ -16,7 +16,12 @@ from serving.config.files import (
     STATIC_DIR,
     write_config_dir,
 )
-from serving.config.flags import CONFIG_POLL_SECONDS, GRPC_MAX_CONNECTION_AGE_MS, server_flags
+from serving.config.flags import (
+    CONFIG_POLL_SECONDS,
+    GRPC_MAX_CONNECTION_AGE_GRACE_MS,
+    GRPC_MAX_CONNECTION_AGE_MS,
+    server_flags,
+)
 from serving.config.model_config import (
     LABEL_CANARY,
     LABEL_STABLE,
@@ -43,6 +48,7 @@ __all__ = [
     "CONFIG_POLL_SECONDS",
     "CONTAINER_CONFIG_DIR",
     "CONTAINER_MODELS_ROOT",
+    "GRPC_MAX_CONNECTION_AGE_GRACE_MS",
     "GRPC_MAX_CONNECTION_AGE_MS",
     "GRPC_PORT",
     "LABEL_CANARY",

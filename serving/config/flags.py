@@ -21,8 +21,11 @@ CONFIG_POLL_SECONDS = 5
 FILE_SYSTEM_POLL_SECONDS = 1
 
 # Long-lived gRPC connections pin a client to one replica behind a Kubernetes Service; ageing
-# them out lets clients re-resolve and spread again. In-flight calls finish during the grace.
-GRPC_MAX_CONNECTION_AGE_MS = 300_000
+# them out lets clients re-resolve and spread again, and in-flight calls finish during the
+# grace. Age + grace (+10% jitter) stays below the pod's 30 s preStop pause, so every
+# connection to a terminating pod is closed cleanly (GOAWAY) before TF Serving's abrupt exit.
+GRPC_MAX_CONNECTION_AGE_MS = 20_000
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 5_000
 
 
 def server_flags(config_dir: str) -> list[str]:
@@ -44,5 +47,7 @@ def server_flags(config_dir: str) -> list[str]:
         "--enable_batching=true",
         f"--batching_parameters_file={join(config_dir, BATCHING_FILE)}",
         f"--monitoring_config_file={join(config_dir, MONITORING_FILE)}",
-        f"--grpc_channel_arguments=grpc.max_connection_age_ms={GRPC_MAX_CONNECTION_AGE_MS}",
+        "--grpc_channel_arguments="
+        f"grpc.max_connection_age_ms={GRPC_MAX_CONNECTION_AGE_MS},"
+        f"grpc.max_connection_age_grace_ms={GRPC_MAX_CONNECTION_AGE_GRACE_MS}",
     ]

@@ -145,9 +145,14 @@ def test_args_are_the_shared_flags_plus_ports_and_threads(overlay):
         }
         # Labels in a config read cold need this (spec 6.2); the config here has labels.
         assert flag(container, "allow_version_labels_for_unavailable_models") == "true"
-        assert f"grpc.max_connection_age_ms={sc.GRPC_MAX_CONNECTION_AGE_MS}" in flag(
-            container, "grpc_channel_arguments"
-        )
+        channel_args = flag(container, "grpc_channel_arguments")
+        assert f"grpc.max_connection_age_ms={sc.GRPC_MAX_CONNECTION_AGE_MS}" in channel_args
+        assert f"grpc.max_connection_age_grace_ms={sc.GRPC_MAX_CONNECTION_AGE_GRACE_MS}" in channel_args
+        # Every connection is aged out (age + 10% jitter + grace) within the preStop pause, so
+        # none is still open when TF Serving exits abruptly at SIGTERM.
+        pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        worst_ms = sc.GRPC_MAX_CONNECTION_AGE_MS * 1.1 + sc.GRPC_MAX_CONNECTION_AGE_GRACE_MS
+        assert worst_ms < pause * 1000
 
 
 def test_config_files_are_mounted_where_the_flags_point(overlay):
