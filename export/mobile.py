@@ -42,7 +42,7 @@ from export.mobile_report import (
     ParityThresholds,
     render_table,
 )
-from export.repository import MOBILE_DIR
+from export.repository import MOBILE_DIR, fsync_tree
 
 SIGNATURE = "predict_images"
 STAGING_RE = re.compile(r"^\.staging-[0-9]+-([0-9]+)-[0-9a-f]+$")
@@ -241,7 +241,7 @@ def publish(staged: Path, target: Path, force: bool) -> None:
     """rename(2) the staged directory into place. Without ``force`` an existing target is
     an error (rename onto a non-empty directory fails, so a racing export cannot clobber it);
     with it the old directory is first renamed to a hidden name, then deleted."""
-    _fsync_tree(staged)  # a crash right after the rename must not expose empty files
+    fsync_tree(staged)  # a crash right after the rename must not expose empty files
     old: Path | None = None
     if target.exists():
         if not force:
@@ -257,16 +257,6 @@ def publish(staged: Path, target: Path, force: bool) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 # ----- the whole export ------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     """Flush a staged version's files before it becomes visible (a crash then can't expose
     a version with empty files)."""
     for dirpath, _dirnames, filenames in os.walk(root):
@@ -181,7 +181,7 @@ class ModelRepository:
         with self.reserve() as version:
             if finalize is not None:
                 finalize(staged, version)
-            _fsync_tree(staged)
+            fsync_tree(staged)
             target = self.version_path(version)
             os.rename(staged, target)  # atomic; never replaces: the number is ours and fresh
             _fsync_dir(self.model_dir)
