@@ -110,8 +110,11 @@ class ServingDataPlane:
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(self.executor, servable.run, signature, dict(inputs))
         if timeout_s is not None and timeout_s > 0:
+            # asyncio.timeout cancels this task at its await; unlike wait_for it needs no
+            # extra task per request.
             try:
-                outputs = await asyncio.wait_for(work, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    outputs = await work
             except TimeoutError:
                 raise errors.DeadlineExceeded("Deadline Exceeded") from None
         else:

@@ -23,12 +23,15 @@ import html
 import logging
 import re
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractMatchInfo
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from serving.modelserver import json_tensor
 from serving.modelserver.errors import (
@@ -474,7 +477,32 @@ def create_rest_app(
     )
     # aiohttp checks client_max_size while reading; keep it a little above ours so that our own
     # check (with the clearer message) normally fires first.
-    app = web.Application(client_max_size=max_body_bytes + 1)
+    with warnings.catch_warnings():  # aiohttp calls a custom router deprecated; it still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(client_max_size=max_body_bytes + 1, router=_CatchAllRouter())
     app[REST_API_KEY] = api
     app.router.add_route("*", "/{tail:.*}", api.dispatch)
     return app
+
+
+class _CatchAllRouter(web.UrlDispatcher):
+    """The app has one catch-all route (dispatch reads the raw path itself), so a plain
+    ``/...`` path needs no URL parsing and matching: aiohttp's resolve builds a yarl URL and
+    runs the route's regex, about a tenth of the event loop's time per predict request.
+    Paths with escapes (or not starting with ``/``) take aiohttp's own resolve, as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._catch_all: Any = None
+
+    async def resolve(self, request: web.Request) -> AbstractMatchInfo:
+        raw = request.raw_path
+        if raw[:1] == "/" and "%" not in raw:
+            route = self._catch_all
+            if route is None:
+                routes = list(self.routes())
+                if len(routes) == 1 and routes[0].method == "*":
+                    route = self._catch_all = routes[0]
+            if route is not None:
+                return UrlMappingMatchInfo({"tail": raw.split("?", 1)[0][1:]}, route)
+        return await super().resolve(request)
