@@ -80,10 +80,16 @@ def format_bucket_limit(limit: float) -> str:
     return f"{limit:g}"
 
 
+_STATUS_NAMES: dict[int, str] = {int(c): c.name for c in Code}
+
+
 def status_name(status: Code | int | str) -> str:
     """The ``status`` label: the canonical code's name (``OK``, ``NOT_FOUND``, ...)."""
     if isinstance(status, str):
         return status
+    name = _STATUS_NAMES.get(status)  # Code members hash like their int values
+    if name is not None:
+        return name
     try:
         return Code(int(status)).name
     except ValueError:
@@ -104,7 +110,10 @@ class _Family:
     def _key(self, labels: Sequence[str]) -> tuple[str, ...]:
         if len(labels) != len(self.label_names):
             raise ValueError(f"{self.tf_name} takes labels {self.label_names}, got {tuple(labels)}")
-        return tuple(str(v) for v in labels)
+        for v in labels:  # recorded on every request: skip the copy when all are str already
+            if type(v) is not str:
+                return tuple(str(v) for v in labels)
+        return labels if type(labels) is tuple else tuple(labels)
 
     def _label_text(self, values: Sequence[str], extra: str = "") -> str:
         parts = [

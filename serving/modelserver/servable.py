@@ -110,6 +110,7 @@ class Servable:
     _functions: dict[str, Any] = field(repr=False, default_factory=dict)
     _loaded: Any = field(repr=False, default=None)
     batch_queues: dict[str, Any] = field(default_factory=dict, repr=False)
+    _check_cache: dict[str, list] = field(default_factory=dict, repr=False)
     load_seconds: float = 0.0
 
     @classmethod
@@ -152,9 +153,12 @@ class Servable:
                 f"Sent extra: {{{','.join(extra)}}}. Missing but required: "
                 f"{{{','.join(missing)}}}."
             )
-        for index, (alias, spec) in enumerate(sorted(sig.inputs.items())):
+        for index, alias, spec, native in self._input_checks(signature_name):
             arr = inputs[alias]
-            got = int(codec.data_type_of(arr.dtype))
+            if native is not None and arr.dtype == native:  # the usual case: no lookup
+                got = spec.dtype
+            else:
+                got = int(codec.data_type_of(arr.dtype))
             if got != spec.dtype:
                 raise errors.InvalidArgument(
                     f"Expects arg[{index}] to be {_dtype_word(spec.dtype)} but "
@@ -169,6 +173,22 @@ class Servable:
                         f"The shape of input '{alias}' is {_shape_text(arr.shape)}, which is "
                         f"incompatible with the signature's shape {_shape_text(spec.shape)}"
                     )
+
+    def _input_checks(self, signature_name: str) -> list[tuple[int, str, TensorSpec, Any]]:
+        """Per signature, computed once: (arg index, alias, spec, numpy dtype of the spec or
+        None) in TF's argument order (sorted aliases)."""
+        checks = self._check_cache.get(signature_name)
+        if checks is None:
+            checks = []
+            specs = sorted(self.signatures[signature_name].inputs.items())
+            for index, (alias, spec) in enumerate(specs):
+                try:
+                    native = None if spec.dtype == DT_STRING else codec.numpy_dtype(spec.dtype)
+                except Exception:  # a dtype the codec does not map: always take the slow path
+                    native = None
+                checks.append((index, alias, spec, native))
+            self._check_cache[signature_name] = checks
+        return checks
 
     # -- running ---------------------------------------------------------------------------
     def empty_outputs(self, signature_name: str) -> dict[str, np.ndarray] | None:
