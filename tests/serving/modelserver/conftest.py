@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import ms_models
 import pytest
+from ms_models import copy_version
 
 from serving.modelserver.process import EmbeddedServerProcess
 
@@ -19,16 +19,6 @@ def model_store(tmp_path_factory) -> Path:
     for version in (1, 2, 3):
         ms_models.build_versioned_model(str(root / "ver" / str(version)), version, warmup=version == 1)
     return root
-
-
-def copy_version(store: Path, model: str, version: int, dest_base: Path, as_name: str | None = None) -> Path:
-    """Publish like the export pipeline: copy under a hidden name, then rename atomically."""
-    dest_base.mkdir(parents=True, exist_ok=True)
-    tmp = dest_base / f".tmp-{model}-{version}"
-    shutil.copytree(store / model / str(version), tmp)
-    final = dest_base / (as_name or str(version))
-    tmp.rename(final)
-    return final
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -146,3 +148,13 @@ def example(x: float) -> bytes:
         features=tf.train.Features(feature={"x": tf.train.Feature(float_list=tf.train.FloatList(value=[x]))})
     )
     return ex.SerializeToString()
+
+
+def copy_version(store: Path, model: str, version: int, dest_base: Path, as_name: str | None = None) -> Path:
+    """Publish like the export pipeline: copy under a hidden name, then rename atomically."""
+    dest_base.mkdir(parents=True, exist_ok=True)
+    tmp = dest_base / f".tmp-{model}-{version}"
+    shutil.copytree(store / model / str(version), tmp)
+    final = dest_base / (as_name or str(version))
+    tmp.rename(final)
+    return final

@@ -11,8 +11,8 @@ import time
 import grpc
 import numpy as np
 import pytest
-from conftest import copy_version
 from google.protobuf import text_format
+from ms_models import copy_version
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_management_pb2,

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import ms_models
 import numpy as np
 import pytest
-from conftest import copy_version
 from google.protobuf import text_format
+from ms_models import copy_version
 
 from serving.modelserver import errors
 from serving.modelserver.config import ModelServerConfig
