@@ -43,9 +43,10 @@ class RolloutError(BackendError):
 def parse_model_serving(text: str, model: str) -> ModelServing:
     """The ModelServing a rendered ModelServerConfig describes for ``model``."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
 
-    config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    from clients.protos import ModelServerConfig
+
+    config = text_format.Parse(text, ModelServerConfig())
     for entry in config.model_config_list.config:
         if entry.name != model:
             continue

@@ -3,7 +3,8 @@
 Only what the operator side needs: version states (ModelService.GetModelStatus), config
 reload (ModelService.HandleReloadConfigRequest) and which version a label resolves to
 (PredictionService.GetModelMetadata answers with the resolved model_spec.version).
-The tensorflow_serving protos import TensorFlow, so they are imported on first use.
+It uses the clients' private copies of TF Serving's messages (same wire format, routed by
+method path), so the operator's commands never import TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import text_format
+
+from clients import protos
 
 # tensorflow.serving.ModelVersionStatus.State numbers (get_model_status.proto).
 STATE_NAMES = {
@@ -50,6 +54,15 @@ class ModelControl:
     def close(self) -> None:
         self._channel.close()
 
+    def _call(self, rpc: str, request, timeout_s: float):
+        path, request_cls, response_cls = protos.RPCS[rpc]
+        method = self._channel.unary_unary(
+            path,
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=response_cls.FromString,
+        )
+        return method(request, timeout=timeout_s)
+
     def __enter__(self) -> ModelControl:
         return self
 
@@ -59,13 +72,10 @@ class ModelControl:
     # -- queries -----------------------------------------------------------------------------
     def status(self, model: str) -> list[VersionStatus]:
         """Every version the server knows for ``model`` ([] if it knows none yet)."""
-        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
-
-        stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = protos.GetModelStatusRequest()
         request.model_spec.name = model
         try:
-            response = stub.GetModelStatus(request, timeout=self.timeout_s)
+            response = self._call("GetModelStatus", request, self.timeout_s)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return []
@@ -87,15 +97,12 @@ class ModelControl:
 
     def resolve_label(self, model: str, label: str) -> int | None:
         """The version ``label`` resolves to now; None if the server does not know the label."""
-        from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
-
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request = protos.GetModelMetadataRequest()
         request.model_spec.name = model
         request.model_spec.version_label = label
         request.metadata_field.append("signature_def")
         try:
-            response = stub.GetModelMetadata(request, timeout=self.timeout_s)
+            response = self._call("GetModelMetadata", request, self.timeout_s)
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 return None
@@ -105,15 +112,12 @@ class ModelControl:
     # -- changes -----------------------------------------------------------------------------
     def reload(self, config_text: str) -> None:
         """Apply a ModelServerConfig (text proto) with HandleReloadConfigRequest."""
-        from google.protobuf import text_format
-        from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
-        from tensorflow_serving.config import model_server_config_pb2
-
-        config = text_format.Parse(config_text, model_server_config_pb2.ModelServerConfig())
-        request = model_management_pb2.ReloadConfigRequest(config=config)
-        stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        config = text_format.Parse(config_text, protos.ModelServerConfig())
+        request = protos.ReloadConfigRequest(config=config)
         try:
-            response = stub.HandleReloadConfigRequest(request, timeout=max(self.timeout_s, 60.0))
+            response = self._call(
+                "HandleReloadConfigRequest", request, max(self.timeout_s, 60.0)
+            )
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE):
                 raise ReloadUnsupported(f"config reload over gRPC: {_describe(exc)}") from exc

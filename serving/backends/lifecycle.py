@@ -244,13 +244,14 @@ class Serving:
 
 def describe(record: ServerRecord) -> Serving:
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from clients.protos import ModelServerConfig
 
     with ModelControl(record.grpc_target) as control:
         versions = control.status(record.model_name)
         try:
             config = text_format.Parse(
-                record.model_config_path.read_text(), model_server_config_pb2.ModelServerConfig()
+                record.model_config_path.read_text(), ModelServerConfig()
             )
         except (OSError, text_format.ParseError):
             config = None

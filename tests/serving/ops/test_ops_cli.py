@@ -147,3 +147,20 @@ def test_rollout_state_naming_unpublished_versions(run_dir, tmp_path, capsys):
     assert "rollout.json names version 7 of mnist as canary" in err
     assert "published: [1]" in err
     assert not run_dir.record_file.exists()
+
+
+def test_operator_commands_do_not_import_tensorflow(tmp_path) -> None:
+    """status / rollout talk to the server with the clients' private protos: no TensorFlow
+    import (seconds, and its stderr noise) for a command that only asks the server."""
+    code = (
+        "import sys\n"
+        "import serving.cli, serving.rollout, serving.backends.control, serving.backends.lifecycle\n"
+        "from serving.cli import main\n"
+        f"rc = main(['status', '--run-dir', {str(tmp_path)!r}])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving'))\n"
+        "print(rc, loaded)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == f"{EXIT_NOT_SERVING} []"
