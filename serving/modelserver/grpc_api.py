@@ -137,37 +137,41 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def Classify(self, request, context):
-        start = time.perf_counter()
-        name = request.model_spec.name
-        try:
-            ref = model_ref(request)
-            examples, ctx = examples_from_input(request.input)
-            result = await self.dataplane.classify(ref, examples, ctx, _timeout(context))
-            response = classification_pb2.ClassificationResponse()
-            _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-            _fill_classification(response.result, result)
-        except Exception as exc:  # noqa: BLE001
-            err = _as_serving_error(exc)
-            self._record(name, "Classify", err.code, start)
-            await _abort(context, err)
-        self._record(name, "Classify", errors.Code.OK, start)
-        return response
+        return await self._examples_call(
+            request,
+            context,
+            "Classify",
+            self.dataplane.classify,
+            classification_pb2.ClassificationResponse,
+            _fill_classification,
+        )
 
     async def Regress(self, request, context):
+        return await self._examples_call(
+            request,
+            context,
+            "Regress",
+            self.dataplane.regress,
+            regression_pb2.RegressionResponse,
+            _fill_regression,
+        )
+
+    async def _examples_call(self, request, context, api, run, response_cls, fill):
+        """Classify and Regress: tf.Examples in (``request.input``), one result per example."""
         start = time.perf_counter()
         name = request.model_spec.name
         try:
             ref = model_ref(request)
             examples, ctx = examples_from_input(request.input)
-            result = await self.dataplane.regress(ref, examples, ctx, _timeout(context))
-            response = regression_pb2.RegressionResponse()
+            result = await run(ref, examples, ctx, _timeout(context))
+            response = response_cls()
             _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-            _fill_regression(response.result, result)
-        except Exception as exc:  # noqa: BLE001
+            fill(response.result, result)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
             err = _as_serving_error(exc)
-            self._record(name, "Regress", err.code, start)
+            self._record(name, api, err.code, start)
             await _abort(context, err)
-        self._record(name, "Regress", errors.Code.OK, start)
+        self._record(name, api, errors.Code.OK, start)
         return response
 
     async def MultiInference(self, request, context):
