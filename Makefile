@@ -54,8 +54,10 @@ mobile: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, then pylint's duplicate-code check (8+ similar lines; settings in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pylint export serving clients
 
 serve: $(STAMP)
 	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER)

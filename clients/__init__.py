@@ -5,11 +5,17 @@
         result = client.predict_digits(images)       # [n,28,28] floats in [0,1]
         result.classes, result.probabilities
 
-Imports no TensorFlow (the protos in ``clients.protos`` are private copies). Modules:
-``codec`` (numpy <-> TensorProto), ``grpc_client.GrpcClient``, ``rest_client.RestClient``,
-``base.PredictionClient`` (the shared interface, deadlines, retries), ``errors`` (typed errors),
-``images`` (PNG/JPEG -> MNIST arrays), ``cli`` (``python -m clients``).
-Heavy modules are imported on first use, so ``import clients.codec`` stays cheap.
+Owns: the wire vocabulary of the whole house (``wire``: dtype names and numpy types, status
+code names and the HTTP table, version states), ``codec`` (numpy <-> TensorProto),
+``grpc_client.GrpcClient``, ``rest_client.RestClient``, ``base.PredictionClient`` (the shared
+interface, deadlines, retries), ``types`` (plain results), ``errors`` (typed errors),
+``examples`` (tf.Example building), ``images`` (PNG/JPEG -> MNIST arrays), ``protos`` (private
+copies of TF Serving's messages) and ``cli`` (``python -m clients``). The server and the
+launcher import ``wire``, ``codec`` and ``types`` from here: clients are the bottom floor.
+
+Must never import: ``export``, ``serving``, TensorFlow or ``tensorflow_serving`` (a test
+imports every module with TensorFlow blocked). Heavy modules are imported on first use, so
+``import clients.codec`` stays cheap.
 """
 
 from __future__ import annotations

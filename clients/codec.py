@@ -31,9 +31,10 @@ Stable public API (names will not change):
 Decoding refuses to expand a few values into more than ``MAX_EXPANDED_ELEMENTS`` elements
 (a guard for servers that decode untrusted requests).
 
-``DataType``, ``numpy_dtype(data_type)``, ``data_type_of(np_dtype)``, ``dtype_name(data_type)``,
-``shape_from_proto(shape_msg)``, ``fill_shape_proto(shape_msg, shape)``,
-``UnsupportedDTypeError`` and ``TensorProtoError`` (both ``ValueError`` subclasses).
+``DataType``, ``numpy_dtype(data_type)``, ``data_type_of(np_dtype)``, ``dtype_name(data_type)``
+and ``UnsupportedDTypeError`` (re-exported from ``clients.wire``, the one dtype vocabulary),
+``shape_from_proto(shape_msg)``, ``fill_shape_proto(shape_msg, shape)`` and
+``TensorProtoError`` (both errors are ``ValueError`` subclasses).
 
 Supported dtypes: float16 (DT_HALF), float32, float64, int8, int16, int32, int64, uint8,
 uint16, uint32, uint64, bool, complex64, complex128, string; bfloat16 too when the optional
@@ -43,13 +44,21 @@ and 4/8-bit float types raise ``UnsupportedDTypeError``.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from clients import wire
+from clients.wire import (
+    DataType,
+    UnsupportedDTypeError,
+    data_type_of,
+    dtype_name,
+    numpy_dtype,
+)
 
 __all__ = [
     "DataType",
@@ -66,39 +75,6 @@ __all__ = [
 ]
 
 
-class DataType(enum.IntEnum):
-    """tensorflow/core/framework/types.proto enum values (the ones worth naming)."""
-
-    DT_INVALID = 0
-    DT_FLOAT = 1
-    DT_DOUBLE = 2
-    DT_INT32 = 3
-    DT_UINT8 = 4
-    DT_INT16 = 5
-    DT_INT8 = 6
-    DT_STRING = 7
-    DT_COMPLEX64 = 8
-    DT_INT64 = 9
-    DT_BOOL = 10
-    DT_QINT8 = 11
-    DT_QUINT8 = 12
-    DT_QINT32 = 13
-    DT_BFLOAT16 = 14
-    DT_QINT16 = 15
-    DT_QUINT16 = 16
-    DT_UINT16 = 17
-    DT_COMPLEX128 = 18
-    DT_HALF = 19
-    DT_RESOURCE = 20
-    DT_VARIANT = 21
-    DT_UINT32 = 22
-    DT_UINT64 = 23
-
-
-class UnsupportedDTypeError(ValueError):
-    """A dtype this codec cannot represent (on either side)."""
-
-
 class TensorProtoError(ValueError):
     """A TensorProto that does not describe a valid tensor (bad shape, wrong byte count...)."""
 
@@ -113,50 +89,39 @@ class _DTypeInfo:
     layout: str = "plain"
 
 
-def _build_table() -> list[_DTypeInfo]:
-    table = [
-        _DTypeInfo(DataType.DT_FLOAT, np.dtype(np.float32), "float_val"),
-        _DTypeInfo(DataType.DT_DOUBLE, np.dtype(np.float64), "double_val"),
-        _DTypeInfo(DataType.DT_INT32, np.dtype(np.int32), "int_val"),
-        _DTypeInfo(DataType.DT_UINT8, np.dtype(np.uint8), "int_val"),
-        _DTypeInfo(DataType.DT_INT16, np.dtype(np.int16), "int_val"),
-        _DTypeInfo(DataType.DT_INT8, np.dtype(np.int8), "int_val"),
-        _DTypeInfo(DataType.DT_STRING, np.dtype(object), "string_val"),
-        _DTypeInfo(DataType.DT_COMPLEX64, np.dtype(np.complex64), "scomplex_val", "complex"),
-        _DTypeInfo(DataType.DT_INT64, np.dtype(np.int64), "int64_val"),
-        _DTypeInfo(DataType.DT_BOOL, np.dtype(np.bool_), "bool_val"),
-        _DTypeInfo(DataType.DT_UINT16, np.dtype(np.uint16), "int_val"),
-        _DTypeInfo(DataType.DT_COMPLEX128, np.dtype(np.complex128), "dcomplex_val", "complex"),
-        _DTypeInfo(DataType.DT_HALF, np.dtype(np.float16), "half_val", "bits16"),
-        _DTypeInfo(DataType.DT_UINT32, np.dtype(np.uint32), "uint32_val"),
-        _DTypeInfo(DataType.DT_UINT64, np.dtype(np.uint64), "uint64_val"),
-    ]
-    try:  # optional: bfloat16 exists in numpy only through ml_dtypes (shipped with TF)
-        import ml_dtypes
+# Where each dtype's values sit in TensorProto: the typed repeated field TF uses, and how.
+_FIELDS: dict[DataType, tuple[str, str]] = {
+    DataType.DT_FLOAT: ("float_val", "plain"),
+    DataType.DT_DOUBLE: ("double_val", "plain"),
+    DataType.DT_INT32: ("int_val", "plain"),
+    DataType.DT_UINT8: ("int_val", "plain"),
+    DataType.DT_INT16: ("int_val", "plain"),
+    DataType.DT_INT8: ("int_val", "plain"),
+    DataType.DT_STRING: ("string_val", "plain"),
+    DataType.DT_COMPLEX64: ("scomplex_val", "complex"),
+    DataType.DT_INT64: ("int64_val", "plain"),
+    DataType.DT_BOOL: ("bool_val", "plain"),
+    DataType.DT_UINT16: ("int_val", "plain"),
+    DataType.DT_COMPLEX128: ("dcomplex_val", "complex"),
+    DataType.DT_HALF: ("half_val", "bits16"),
+    DataType.DT_UINT32: ("uint32_val", "plain"),
+    DataType.DT_UINT64: ("uint64_val", "plain"),
+    DataType.DT_BFLOAT16: ("half_val", "bits16"),
+}
 
-        table.append(
-            _DTypeInfo(DataType.DT_BFLOAT16, np.dtype(ml_dtypes.bfloat16), "half_val", "bits16")
-        )
-    except ImportError:
-        pass
-    return table
+
+def _build_table() -> list[_DTypeInfo]:
+    # The numpy side comes from the wire vocabulary (bfloat16 only when ml_dtypes exists).
+    return [
+        _DTypeInfo(data_type, np_dtype, *_FIELDS[data_type])
+        for data_type, np_dtype in wire.NUMPY_TYPES.items()
+    ]
 
 
 _TABLE = _build_table()
 _BY_ENUM: dict[int, _DTypeInfo] = {info.data_type: info for info in _TABLE}
-_BY_NUMPY: dict[np.dtype, _DTypeInfo] = {
-    info.np_dtype: info for info in _TABLE if info.data_type != DataType.DT_STRING
-}
 _STRING = _BY_ENUM[DataType.DT_STRING]
 _LITTLE = {info.data_type: info.np_dtype.newbyteorder("<") for info in _TABLE}
-
-
-def dtype_name(data_type: int) -> str:
-    """``DT_FLOAT`` for 1, ``DT_<n>`` for values this module does not name."""
-    try:
-        return DataType(data_type).name
-    except ValueError:
-        return f"DT_{data_type}"
 
 
 def _info_for_enum(data_type: int) -> _DTypeInfo:
@@ -166,23 +131,8 @@ def _info_for_enum(data_type: int) -> _DTypeInfo:
     return info
 
 
-def numpy_dtype(data_type: int) -> np.dtype:
-    """The numpy dtype for a DataType value (``object`` for DT_STRING)."""
-    return _info_for_enum(data_type).np_dtype
-
-
 def _info_for_numpy(dt: np.dtype) -> _DTypeInfo:
-    if dt.kind in "OSU":
-        return _STRING
-    info = _BY_NUMPY.get(dt.newbyteorder("=") if dt.byteorder not in "=|" else dt)
-    if info is None:
-        raise UnsupportedDTypeError(f"unsupported numpy dtype {dt} for a TensorProto")
-    return info
-
-
-def data_type_of(dt: np.dtype | type | str) -> DataType:
-    """The DataType for a numpy dtype (object, bytes and str dtypes map to DT_STRING)."""
-    return _info_for_numpy(np.dtype(dt)).data_type
+    return _BY_ENUM[data_type_of(dt)]
 
 
 # --------------------------------------------------------------------------- shapes

@@ -10,42 +10,17 @@ reset, gRPC UNAVAILABLE, HTTP 503); ``is_retryable`` says so.
 
 from __future__ import annotations
 
-# Canonical codes (gRPC / TensorFlow error codes share these numbers).
-CODE_NAMES = {
-    0: "OK",
-    1: "CANCELLED",
-    2: "UNKNOWN",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    10: "ABORTED",
-    11: "OUT_OF_RANGE",
-    12: "UNIMPLEMENTED",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
+from clients.wire import HTTP_STATUS, Code
 
-# TF Serving's http_server.cc table, read backwards; 400 stands for three codes, the most
-# common (INVALID_ARGUMENT) is reported.
-_HTTP_TO_CODE = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+# Canonical codes (gRPC / TensorFlow error codes share these numbers).
+CODE_NAMES: dict[int, str] = {int(code): code.name for code in Code}
+
+# TF Serving's http_server.cc table, read backwards. 400, 409 and 500 each stand for several
+# codes; the most common one is reported (INVALID_ARGUMENT, ABORTED, INTERNAL).
+_HTTP_PREFERRED = (Code.INVALID_ARGUMENT, Code.ABORTED, Code.INTERNAL)
+_HTTP_TO_CODE: dict[int, str] = {
+    status: code.name for code, status in HTTP_STATUS.items() if code != Code.OK
+} | {HTTP_STATUS[code]: code.name for code in _HTTP_PREFERRED}
 
 # The message TF Serving gives for an unknown version label (INVALID_ARGUMENT / 400); it means
 # "no such model version", so it is reported as ModelNotFound.

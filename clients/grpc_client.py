@@ -35,6 +35,7 @@ from clients.types import (
     TensorInfo,
     VersionStatus,
 )
+from clients.wire import VersionState, code_name
 
 # TF Serving accepts up to 2 GiB; gRPC's client default of 4 MiB caps a batch at about 1,300
 # MNIST images, so the client defaults much higher.
@@ -215,12 +216,11 @@ class GrpcClient(PredictionClient):
         request = protos.GetModelStatusRequest()
         fill_model_spec(request.model_spec, spec)
         response = self._rpc("GetModelStatus", request, deadline)
-        state_name = protos.ModelVersionStatus.State.Name
         return [
             VersionStatus(
                 version=row.version,
-                state=state_name(row.state),
-                error_code=_code_name(row.status.error_code),
+                state=VersionState(row.state).name,
+                error_code=code_name(row.status.error_code),
                 error_message=row.status.error_message,
             )
             for row in response.model_version_status
@@ -251,7 +251,7 @@ class GrpcClient(PredictionClient):
         response = self._rpc("HandleReloadConfigRequest", request, deadline)
         if response.status.error_code != 0:
             raise error_for_code(
-                _code_name(response.status.error_code),
+                code_name(response.status.error_code),
                 response.status.error_message,
                 transport="grpc",
             )
@@ -272,12 +272,6 @@ def fill_model_spec(msg: Any, spec: ModelSpec) -> None:
 
 def _version_of(model_spec: Any) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
-
-
-def _code_name(code: int) -> str:
-    from clients.errors import CODE_NAMES
-
-    return CODE_NAMES.get(code, str(code))
 
 
 def _map_rpc_error(exc: grpc.RpcError) -> ClientError:

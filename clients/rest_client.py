@@ -8,6 +8,10 @@ reads the signature once (metadata, cached per model spec) and returns the same 
 typed numpy arrays as the gRPC client. ``output_filter`` is applied on the client side
 (TF Serving's REST API has no such field). Deadlines: the remaining time of the call is
 given to ``requests`` as connect and read timeouts.
+
+Size: one job, the REST transport; most of its length is the JSON <-> tensor rules of the
+client side (b64, non-finite tokens, single-output names, columnar vs row), which mirror the
+server's and read best next to the calls that use them.
 """
 
 from __future__ import annotations

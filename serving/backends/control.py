@@ -3,31 +3,29 @@
 Only what the operator side needs: version states (ModelService.GetModelStatus), config
 reload (ModelService.HandleReloadConfigRequest) and which version a label resolves to
 (PredictionService.GetModelMetadata answers with the resolved model_spec.version).
-It uses the clients' private copies of TF Serving's messages (same wire format, routed by
-method path), so the operator's commands never import TensorFlow.
+The calls are the clients' own ``GrpcClient`` (private copies of TF Serving's messages), so
+the operator's commands never import TensorFlow; this module adds the operator's view: typed
+``ControlError``s with the target in the message, no retries (a rollout decides itself what a
+refused call means) and waiting for versions to become AVAILABLE.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-import grpc
-from google.protobuf import text_format
+from clients.base import NO_RETRY
+from clients.errors import ClientError
+from clients.grpc_client import GrpcClient
+from clients.types import VersionStatus
+from clients.wire import VersionState
 
-from clients import protos
+__all__ = ["AVAILABLE", "ControlError", "ModelControl", "ReloadUnsupported", "VersionStatus"]
 
-# tensorflow.serving.ModelVersionStatus.State numbers (get_model_status.proto).
-STATE_NAMES = {
-    0: "UNKNOWN",
-    10: "START",
-    20: "LOADING",
-    30: "AVAILABLE",
-    40: "UNLOADING",
-    50: "END",
-}
-AVAILABLE = "AVAILABLE"
+AVAILABLE = VersionState.AVAILABLE.name
+_END = VersionState.END.name
+# A config reload loads and unloads versions before it answers.
+_RELOAD_TIMEOUT_S = 60.0
 
 
 class ControlError(RuntimeError):
@@ -38,30 +36,14 @@ class ReloadUnsupported(ControlError):
     """The server has no usable HandleReloadConfigRequest: fall back to the config poll."""
 
 
-@dataclass(frozen=True)
-class VersionStatus:
-    version: int
-    state: str
-    error: str = ""
-
-
 class ModelControl:
     def __init__(self, target: str, timeout_s: float = 10.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target)
+        self._client = GrpcClient(target, timeout_s=timeout_s, retry=NO_RETRY)
 
     def close(self) -> None:
-        self._channel.close()
-
-    def _call(self, rpc: str, request, timeout_s: float):
-        path, request_cls, response_cls = protos.RPCS[rpc]
-        method = self._channel.unary_unary(
-            path,
-            request_serializer=request_cls.SerializeToString,
-            response_deserializer=response_cls.FromString,
-        )
-        return method(request, timeout=timeout_s)
+        self._client.close()
 
     def __enter__(self) -> ModelControl:
         return self
@@ -71,63 +53,39 @@ class ModelControl:
 
     # -- queries -----------------------------------------------------------------------------
     def status(self, model: str) -> list[VersionStatus]:
-        """Every version the server knows for ``model`` ([] if it knows none yet)."""
-        request = protos.GetModelStatusRequest()
-        request.model_spec.name = model
+        """Every version the server knows for ``model``, oldest first ([] if it knows none)."""
         try:
-            response = self._call("GetModelStatus", request, self.timeout_s)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+            rows = self._client.model_status(model=model)
+        except ClientError as exc:
+            if exc.code == "NOT_FOUND":
                 return []
-            raise ControlError(f"GetModelStatus on {self.target}: {_describe(exc)}") from exc
-        return sorted(
-            (
-                VersionStatus(
-                    int(s.version),
-                    STATE_NAMES.get(int(s.state), str(s.state)),
-                    s.status.error_message,
-                )
-                for s in response.model_version_status
-            ),
-            key=lambda s: s.version,
-        )
+            raise ControlError(f"GetModelStatus on {self.target}: {exc}") from exc
+        return sorted(rows, key=lambda s: s.version)
 
     def available(self, model: str) -> set[int]:
         return {s.version for s in self.status(model) if s.state == AVAILABLE}
 
     def resolve_label(self, model: str, label: str) -> int | None:
         """The version ``label`` resolves to now; None if the server does not know the label."""
-        request = protos.GetModelMetadataRequest()
-        request.model_spec.name = model
-        request.model_spec.version_label = label
-        request.metadata_field.append("signature_def")
         try:
-            response = self._call("GetModelMetadata", request, self.timeout_s)
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+            meta = self._client.model_metadata(model=model, label=label)
+        except ClientError as exc:
+            if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND"):
                 return None
-            raise ControlError(f"GetModelMetadata on {self.target}: {_describe(exc)}") from exc
-        return int(response.model_spec.version.value)
+            raise ControlError(f"GetModelMetadata on {self.target}: {exc}") from exc
+        return meta.version
 
     # -- changes -----------------------------------------------------------------------------
     def reload(self, config_text: str) -> None:
         """Apply a ModelServerConfig (text proto) with HandleReloadConfigRequest."""
-        config = text_format.Parse(config_text, protos.ModelServerConfig())
-        request = protos.ReloadConfigRequest(config=config)
         try:
-            response = self._call(
-                "HandleReloadConfigRequest", request, max(self.timeout_s, 60.0)
+            self._client.reload_config(
+                config_text, timeout_s=max(self.timeout_s, _RELOAD_TIMEOUT_S)
             )
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE):
-                raise ReloadUnsupported(f"config reload over gRPC: {_describe(exc)}") from exc
-            raise ControlError(f"the server refused the config: {_describe(exc)}") from exc
-        if response.status.error_code != 0:
-            raise ControlError(
-                "the server refused the config: "
-                f"{_code_name(response.status.error_code)}: "
-                f"{response.status.error_message}"
-            )
+        except ClientError as exc:
+            if exc.code in ("UNIMPLEMENTED", "UNAVAILABLE"):
+                raise ReloadUnsupported(f"config reload over gRPC: {exc}") from exc
+            raise ControlError(f"the server refused the config: {exc}") from exc
 
     # -- waiting -----------------------------------------------------------------------------
     def wait_until(
@@ -170,8 +128,8 @@ class ModelControl:
 
         def failed() -> str | None:
             for s in self._last:
-                if wanted and s.version in wanted and s.state == "END" and s.error:
-                    return f"version {s.version} of {model} failed to load: {s.error}"
+                if wanted and s.version in wanted and s.state == _END and s.error_message:
+                    return f"version {s.version} of {model} failed to load: {s.error_message}"
             return abort()
 
         def ready() -> bool:
@@ -193,16 +151,3 @@ class ModelControl:
                 f"(states now: {states})"
             ) from exc
         return set(seen)
-
-
-def _code_name(number: int) -> str:
-    for code in grpc.StatusCode:
-        if code.value[0] == number:
-            return code.name
-    return str(number)
-
-
-def _describe(exc: grpc.RpcError) -> str:
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return f"{code.name if code else 'ERROR'}: {details}"

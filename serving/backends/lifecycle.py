@@ -282,7 +282,7 @@ def format_serving(serving: Serving) -> str:
     for status in serving.versions:
         names = ", ".join(by_version.get(status.version, []))
         extra = f"  labels: {names}" if names else ""
-        error = f"  ({status.error})" if status.error else ""
+        error = f"  ({status.error_message})" if status.error_message else ""
         lines.append(f"  version {status.version:<4} {status.state:<10}{extra}{error}".rstrip())
     if not serving.versions:
         lines.append("  (no versions known to the server)")

@@ -5,6 +5,10 @@ here: the pinned image, ports, in-container paths, the model server config (rend
 :class:`ModelServing` with a backend-specific models root), the static batching and monitoring
 files, and the flags every backend passes. Docker, the embedded server, docker-compose and the
 Kubernetes manifests all read these, so they cannot drift apart.
+
+Owns: the pinned image, ports and paths, the rendered model server config, the static
+batching/monitoring files and the common server flags. Must never import: ``serving.backends``,
+``serving.modelserver``, ``serving.rollout``, ``export``, TensorFlow (it is plain data and text).
 """
 
 from __future__ import annotations

@@ -1,64 +1,33 @@
-"""Typed serving errors and the one table that maps them to HTTP status codes.
+"""Typed serving errors, and the one place any exception becomes one.
 
-The data plane raises these; REST and gRPC only translate them. Codes are TensorFlow's
-canonical error codes, which are numerically identical to gRPC status codes, so the gRPC
-layer can use ``grpc.StatusCode`` values directly.
+The data plane raises these; REST and gRPC only translate them, both through
+``as_serving_error``: a ``ServingError`` carries its canonical code, which *is* its gRPC status
+code (TensorFlow's codes and gRPC's share numbers) and gives its HTTP status through TF
+Serving's table (``clients.wire.HTTP_STATUS``; ``http_override`` replaces it for the few
+answers TF Serving words differently, such as 413 for a body over the limit).
 """
 
 from __future__ import annotations
 
-import enum
+import logging
+from collections.abc import Callable
+
+from clients.wire import HTTP_STATUS, Code
+
+log = logging.getLogger("serving.modelserver")
 
 # TF Serving cuts longer messages on the gRPC surface (grpc_status_util.cc).
 MAX_GRPC_MESSAGE_CHARS = 1024
-
-
-class Code(enum.IntEnum):
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
-
-
-# http_server.cc ToHTTPStatusCode.
-HTTP_STATUS: dict[Code, int] = {
-    Code.OK: 200,
-    Code.CANCELLED: 499,
-    Code.UNKNOWN: 500,
-    Code.INVALID_ARGUMENT: 400,
-    Code.DEADLINE_EXCEEDED: 504,
-    Code.NOT_FOUND: 404,
-    Code.ALREADY_EXISTS: 409,
-    Code.PERMISSION_DENIED: 403,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
-    Code.ABORTED: 409,
-    Code.OUT_OF_RANGE: 400,
-    Code.UNIMPLEMENTED: 501,
-    Code.INTERNAL: 500,
-    Code.UNAVAILABLE: 503,
-    Code.DATA_LOSS: 500,
-    Code.UNAUTHENTICATED: 401,
-}
 
 
 class ServingError(Exception):
     """An error with a canonical code; the message is what the client sees."""
 
     code: Code = Code.UNKNOWN
+    # The HTTP status when it is not the code's (TF Serving's table); REST reads it.
+    http_override: int | None = None
+    # REST answers with an empty body instead of the ``{"error": ...}`` document.
+    empty_http_body: bool = False
 
     def __init__(self, message: str, code: Code | None = None) -> None:
         super().__init__(message)
@@ -68,7 +37,7 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS[self.code]
+        return self.http_override or HTTP_STATUS[self.code]
 
     def grpc_message(self) -> str:
         if len(self.message) <= MAX_GRPC_MESSAGE_CHARS:
@@ -121,3 +90,22 @@ class DataLoss(ServingError):
 
 class Cancelled(ServingError):
     code = Code.CANCELLED
+
+
+def as_serving_error(
+    exc: BaseException,
+    *,
+    unexpected: Callable[[str], ServingError],
+    where: str,
+    invalid: tuple[type[BaseException], ...] = (),
+) -> ServingError:
+    """What a transport reports for ``exc``: itself if it is a ``ServingError``; an instance of
+    ``invalid`` (gRPC passes the codec's ``ValueError``: bad dtype, bad tensor_content size) as
+    INVALID_ARGUMENT; anything else is a bug, logged with its traceback and reported as
+    ``unexpected("Type: message")`` (gRPC: UNKNOWN, REST: INTERNAL, as TF Serving does)."""
+    if isinstance(exc, ServingError):
+        return exc
+    if invalid and isinstance(exc, invalid):
+        return InvalidArgument(str(exc))
+    log.error("Unexpected error while serving %s", where, exc_info=exc)
+    return unexpected(f"{type(exc).__name__}: {exc}")

@@ -1,14 +1,19 @@
 """gRPC surface: ``tensorflow.serving.PredictionService`` and ``ModelService`` on grpc.aio.
 
 Uses the servicer base classes generated in ``tensorflow-serving-api``; only translates
-protos <-> data-plane types and ``errors.ServingError`` -> gRPC status (code = TF code, message
-cut at 1024 chars + ``...TRUNCATED`` as grpc_status_util.cc does).
+protos <-> data-plane types. Depends on the ``types.DataPlane`` protocol alone (config reload
+and multi-inference included), never on the manager or the concrete data plane. Every handler
+goes through ``_rpc``, the one translation of errors: ``errors.as_serving_error`` then the
+status (code = the canonical code's number, message cut at 1024 chars + ``...TRUNCATED`` as
+grpc_status_util.cc does).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -25,26 +30,57 @@ from tensorflow_serving.apis import (
 )
 
 from clients import codec
+from clients.wire import Code, VersionState
 from serving.modelserver import errors
-from serving.modelserver.dataplane import InferenceTask, ServingDataPlane
-from serving.modelserver.manager import ModelManager
-from serving.modelserver.servable import examples_from_input
-from serving.modelserver.types import ClassifyResult, ModelRef, RegressResult
+from serving.modelserver.inference import examples_from_input
+from serving.modelserver.types import (
+    ClassifyResult,
+    DataPlane,
+    InferenceTask,
+    ModelRef,
+    RegressResult,
+)
 
 log = logging.getLogger("serving.modelserver")
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # server.cc: INT32_MAX both ways
 
 _GRPC_CODES = {sc.value[0]: sc for sc in grpc.StatusCode}
-_STATES = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _rpc(api: str | None = None):
+    """Wrap a servicer method: any failure becomes the client's status, through
+    ``errors.as_serving_error`` (the codec's ValueError is INVALID_ARGUMENT, bugs UNKNOWN).
+    With ``api`` (Predict, Classify, Regress) the request is counted and timed, as TF Serving
+    does for those three."""
+
+    def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def handler(self, request, context):
+            start = time.perf_counter()
+            try:
+                response = await method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                err = errors.as_serving_error(
+                    exc, unexpected=errors.Unknown, where="a gRPC request", invalid=(ValueError,)
+                )
+                if api is not None:
+                    self.record(request.model_spec.name, api, err.code, start)
+                await context.abort(_GRPC_CODES[int(err.code)], err.grpc_message())
+            if api is not None:
+                self.record(request.model_spec.name, api, Code.OK, start)
+            return response
+
+        return handler
+
+    return wrap
 
 
 def model_ref(spec_holder: Any) -> ModelRef:
     """The request's ModelSpec as a ModelRef (get_model_metadata/predict_util checks)."""
     if not spec_holder.HasField("model_spec"):
         raise errors.InvalidArgument("Missing ModelSpec")
-    spec = spec_holder.model_spec
-    return _spec_ref(spec)
+    return _spec_ref(spec_holder.model_spec)
 
 
 def _spec_ref(spec: Any) -> ModelRef:
@@ -70,19 +106,6 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: errors.ServingError) -> None:
-    await context.abort(_GRPC_CODES[int(exc.code)], exc.grpc_message())
-
-
-def _as_serving_error(exc: Exception) -> errors.ServingError:
-    if isinstance(exc, errors.ServingError):
-        return exc
-    if isinstance(exc, ValueError):  # codec: bad dtype / tensor_content size
-        return errors.InvalidArgument(str(exc))
-    log.exception("Unexpected error while serving a gRPC request")
-    return errors.Unknown(f"{type(exc).__name__}: {exc}")
-
-
 def _fill_classification(out: Any, result: ClassifyResult) -> None:
     for row in result.classifications:
         classes = out.classifications.add()
@@ -100,148 +123,110 @@ def _fill_regression(out: Any, result: RegressResult) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(
-        self, dataplane: ServingDataPlane, metrics: Any = None, tensor_content: bool = False
-    ) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: Any = None, tensor_content: bool = False):
         self.dataplane = dataplane
         self.metrics = metrics
         self.tensor_content = tensor_content
 
-    def _record(self, name: str, api: str, code: errors.Code, start: float) -> None:
+    def record(self, name: str, api: str, code: Code, start: float) -> None:
         if self.metrics is None:
             return
         self.metrics.record_request(name, api, "GRPC", code)
-        if code == errors.Code.OK:
+        if code == Code.OK:
             self.metrics.observe_latency(name, api, "GRPC", time.perf_counter() - start)
 
+    @_rpc("Predict")
     async def Predict(self, request, context):
-        start = time.perf_counter()
-        name = request.model_spec.name
-        try:
-            ref = model_ref(request)
-            inputs = {k: codec.tensor_proto_to_ndarray(v) for k, v in request.inputs.items()}
-            result = await self.dataplane.predict(
-                ref, inputs, list(request.output_filter), _timeout(context)
+        ref = model_ref(request)
+        inputs = {k: codec.tensor_proto_to_ndarray(v) for k, v in request.inputs.items()}
+        result = await self.dataplane.predict(
+            ref, inputs, list(request.output_filter), _timeout(context)
+        )
+        response = predict_pb2.PredictResponse()
+        _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
+        for alias, arr in result.outputs.items():
+            codec.fill_tensor_proto(
+                response.outputs[alias], arr, use_tensor_content=self.tensor_content
             )
-            response = predict_pb2.PredictResponse()
-            _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-            for alias, arr in result.outputs.items():
-                codec.fill_tensor_proto(
-                    response.outputs[alias], arr, use_tensor_content=self.tensor_content
-                )
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            err = _as_serving_error(exc)
-            self._record(name, "Predict", err.code, start)
-            await _abort(context, err)
-        self._record(name, "Predict", errors.Code.OK, start)
         return response
 
+    @_rpc("Classify")
     async def Classify(self, request, context):
-        return await self._examples_call(
-            request,
-            context,
-            "Classify",
-            self.dataplane.classify,
-            classification_pb2.ClassificationResponse,
-            _fill_classification,
-        )
+        ref = model_ref(request)
+        examples, ctx = examples_from_input(request.input)
+        result = await self.dataplane.classify(ref, examples, ctx, _timeout(context))
+        response = classification_pb2.ClassificationResponse()
+        _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
+        _fill_classification(response.result, result)
+        return response
 
+    @_rpc("Regress")
     async def Regress(self, request, context):
-        return await self._examples_call(
-            request,
-            context,
-            "Regress",
-            self.dataplane.regress,
-            regression_pb2.RegressionResponse,
-            _fill_regression,
-        )
-
-    async def _examples_call(self, request, context, api, run, response_cls, fill):
-        """Classify and Regress: tf.Examples in (``request.input``), one result per example."""
-        start = time.perf_counter()
-        name = request.model_spec.name
-        try:
-            ref = model_ref(request)
-            examples, ctx = examples_from_input(request.input)
-            result = await run(ref, examples, ctx, _timeout(context))
-            response = response_cls()
-            _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-            fill(response.result, result)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            err = _as_serving_error(exc)
-            self._record(name, api, err.code, start)
-            await _abort(context, err)
-        self._record(name, api, errors.Code.OK, start)
+        ref = model_ref(request)
+        examples, ctx = examples_from_input(request.input)
+        result = await self.dataplane.regress(ref, examples, ctx, _timeout(context))
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
+        _fill_regression(response.result, result)
         return response
 
+    @_rpc()
     async def MultiInference(self, request, context):
-        try:
-            tasks = []
-            for task in request.tasks:
-                if not task.HasField("model_spec"):
-                    raise errors.InvalidArgument("Missing ModelSpec")
-                tasks.append(InferenceTask(_spec_ref(task.model_spec), task.method_name))
-            examples, ctx = examples_from_input(request.input)
-            results = await self.dataplane.multi_inference(tasks, examples, ctx, _timeout(context))
-            response = inference_pb2.MultiInferenceResponse()
-            for result in results:
-                out = response.results.add()
-                _fill_spec(out.model_spec, result.model_name, result.version, result.signature_name)
-                if isinstance(result, ClassifyResult):
-                    _fill_classification(out.classification_result, result)
-                else:
-                    _fill_regression(out.regression_result, result)
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, _as_serving_error(exc))
+        tasks = []
+        for task in request.tasks:
+            if not task.HasField("model_spec"):
+                raise errors.InvalidArgument("Missing ModelSpec")
+            tasks.append(InferenceTask(_spec_ref(task.model_spec), task.method_name))
+        examples, ctx = examples_from_input(request.input)
+        results = await self.dataplane.multi_inference(tasks, examples, ctx, _timeout(context))
+        response = inference_pb2.MultiInferenceResponse()
+        for result in results:
+            out = response.results.add()
+            _fill_spec(out.model_spec, result.model_name, result.version, result.signature_name)
+            if isinstance(result, ClassifyResult):
+                _fill_classification(out.classification_result, result)
+            else:
+                _fill_regression(out.regression_result, result)
         return response
 
+    @_rpc()
     async def GetModelMetadata(self, request, context):
-        try:
-            ref = model_ref(request)
-            if not request.metadata_field:
-                raise errors.InvalidArgument(
-                    "GetModelMetadataRequest must specify at least one metadata_field"
-                )
-            for field_name in request.metadata_field:
-                if field_name != "signature_def":
-                    raise errors.InvalidArgument(f"Metadata field {field_name} is not supported")
-            meta = self.dataplane.model_metadata(ref)
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            _fill_spec(response.model_spec, meta.model_name, meta.version, None)
-            response.metadata["signature_def"].Pack(meta.signature_def_map)
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, _as_serving_error(exc))
+        ref = model_ref(request)
+        if not request.metadata_field:
+            raise errors.InvalidArgument(
+                "GetModelMetadataRequest must specify at least one metadata_field"
+            )
+        for field_name in request.metadata_field:
+            if field_name != "signature_def":
+                raise errors.InvalidArgument(f"Metadata field {field_name} is not supported")
+        meta = self.dataplane.model_metadata(ref)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        _fill_spec(response.model_spec, meta.model_name, meta.version, None)
+        response.metadata["signature_def"].Pack(meta.signature_def_map)
         return response
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, dataplane: ServingDataPlane, manager: ModelManager) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self.manager = manager
 
+    @_rpc()
     async def GetModelStatus(self, request, context):
-        try:
-            ref = model_ref(request)
-            statuses = self.dataplane.model_status(ref.name, ref.version)
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for st in statuses:
-                row = response.model_version_status.add()
-                row.version = st.version
-                row.state = _STATES.Value(st.state)
-                row.status.error_code = st.error_code
-                row.status.error_message = st.error_message
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, _as_serving_error(exc))
+        ref = model_ref(request)
+        statuses = self.dataplane.model_status(ref.name, ref.version)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for st in statuses:
+            row = response.model_version_status.add()
+            row.version = st.version
+            row.state = VersionState[st.state]
+            row.status.error_code = Code[st.error_code]
+            row.status.error_message = st.error_message
         return response
 
+    @_rpc()
     async def HandleReloadConfigRequest(self, request, context):
+        await self.dataplane.reload_config(request.config)
         response = model_management_pb2.ReloadConfigResponse()
-        try:
-            await self.manager.apply_config(request.config)
-        except Exception as exc:  # noqa: BLE001
-            err = _as_serving_error(exc)
-            log.error("ReloadConfig failed: %s", err.message)
-            await _abort(context, err)
         response.status.error_code = 0
         return response
 
@@ -257,14 +242,11 @@ def server_options(channel_arguments: list[tuple[str, int | str]]) -> list[tuple
 
 def add_services(
     server: grpc.aio.Server,
-    dataplane: ServingDataPlane,
-    manager: ModelManager,
+    dataplane: DataPlane,
     metrics: Any = None,
     tensor_content: bool = False,
 ) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(dataplane, metrics, tensor_content), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(dataplane, manager), server
-    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(dataplane), server)

@@ -13,6 +13,11 @@ round the controller (availability_preserving_policy.cc + aspired_versions_manag
 ``ModelManager`` owns the controllers, the version labels (server_core.cc's rules), config
 (re)loads with HandleReloadConfigRequest's semantics, and the status history that
 GetModelStatus reports (every version ever seen, END after unload, descending).
+
+Size: one job, the version lifecycle; the controller's round (load, retry, unload only once
+an aspired version serves) and the manager's config/label rules check each other's state
+under one lock-free event-loop discipline, so splitting them would spread one state machine
+over two files.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from clients.wire import VersionState
 from serving.modelserver import errors
 from serving.modelserver.config import (
     ModelConfig,
@@ -43,7 +49,14 @@ from serving.modelserver.warmup import run_warmup
 
 log = logging.getLogger("serving.modelserver")
 
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+# The states a version passes through, by name (the wire vocabulary's ModelVersionStatus.State).
+START, LOADING, AVAILABLE, UNLOADING, END = (
+    VersionState.START.name,
+    VersionState.LOADING.name,
+    VersionState.AVAILABLE.name,
+    VersionState.UNLOADING.name,
+    VersionState.END.name,
+)
 
 
 @dataclass
@@ -68,7 +81,7 @@ class VersionEntry:
     def status(self) -> VersionStatus:
         if self.error is None:
             return VersionStatus(self.version, self.state)
-        return VersionStatus(self.version, self.state, int(self.error.code), self.error.message)
+        return VersionStatus(self.version, self.state, self.error.code.name, self.error.message)
 
 
 class ModelController:

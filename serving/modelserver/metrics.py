@@ -18,6 +18,9 @@ Typical use (``Metrics`` is the only class callers need)::
     m.observe_latency("mnist", "predict", "REST", 0.0012)
     m.record_model_load("mnist", 3, 0.25, ok=True, model_path="/models/mnist/3")
     text = m.render()   # served with Content-Type text/plain
+
+Size: one job, TF Serving's metrics; the exposition rules (names, labels, exclusive
+histogram bounds) and the one declaration per TF Serving metric name are what make it long.
 """
 
 from __future__ import annotations

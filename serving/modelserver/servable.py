@@ -18,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from clients import codec
+from clients import wire
+from clients.wire import DataType
 from serving.modelserver import errors
 from serving.modelserver.types import SignatureInfo, TensorSpec
-
-DT_STRING = 7
-DT_FLOAT = 1
 
 
 def _tf():
@@ -84,14 +82,6 @@ def signature_infos(meta) -> dict[str, SignatureInfo]:
             outputs={k: _tensor_spec(v) for k, v in sig.outputs.items()},
         )
     return out
-
-
-def _dtype_word(data_type: int) -> str:
-    """TF's short dtype names as in its error messages (float, int32, string, ...)."""
-    try:
-        return codec.dtype_name(data_type).removeprefix("DT_").lower()
-    except Exception:
-        return str(data_type)
 
 
 def _shape_text(shape: Sequence[int] | None) -> str:
@@ -158,11 +148,11 @@ class Servable:
             if native is not None and arr.dtype == native:  # the usual case: no lookup
                 got = spec.dtype
             else:
-                got = int(codec.data_type_of(arr.dtype))
+                got = int(wire.data_type_of(arr.dtype))
             if got != spec.dtype:
                 raise errors.InvalidArgument(
-                    f"Expects arg[{index}] to be {_dtype_word(spec.dtype)} but "
-                    f"{_dtype_word(got)} is provided"
+                    f"Expects arg[{index}] to be {wire.dtype_word(spec.dtype)} but "
+                    f"{wire.dtype_word(got)} is provided"
                 )
             if spec.shape is not None:
                 ok = len(spec.shape) == arr.ndim and all(
@@ -183,7 +173,7 @@ class Servable:
             specs = sorted(self.signatures[signature_name].inputs.items())
             for index, (alias, spec) in enumerate(specs):
                 try:
-                    native = None if spec.dtype == DT_STRING else codec.numpy_dtype(spec.dtype)
+                    native = None if spec.dtype == DataType.DT_STRING else wire.numpy_dtype(spec.dtype)
                 except Exception:  # a dtype the codec does not map: always take the slow path
                     native = None
                 checks.append((index, alias, spec, native))
@@ -204,7 +194,7 @@ class Servable:
                 return None
             else:
                 shape = (0, *(max(d, 0) for d in spec.shape[1:]))
-            dt = object if spec.dtype == DT_STRING else codec.numpy_dtype(spec.dtype)
+            dt = object if spec.dtype == DataType.DT_STRING else wire.numpy_dtype(spec.dtype)
             out[alias] = np.empty(shape, dtype=dt)
         return out
 
@@ -234,111 +224,3 @@ def _to_numpy(tensor) -> np.ndarray:
     if arr.dtype.kind in "SU":  # TF hands back fixed-width bytes only for scalars' .numpy()
         arr = arr.astype(object)
     return arr if isinstance(arr, np.ndarray) else np.asarray(arr)
-
-
-# --- classify / regress ---------------------------------------------------------------------
-
-
-def check_classify_signature(sig: SignatureInfo) -> None:
-    """classifier.cc: one string input; outputs classes (string) and/or scores (float)."""
-    if len(sig.inputs) != 1:
-        raise errors.InvalidArgument("Expected one input Tensor.")
-    if next(iter(sig.inputs.values())).dtype != DT_STRING:
-        raise errors.InvalidArgument("Expected input Tensor of type DT_STRING.")
-    classes = sig.outputs.get("classes")
-    scores = sig.outputs.get("scores")
-    if classes is None and scores is None:
-        raise errors.InvalidArgument(
-            "Expected classification signature outputs to contain at least one of "
-            "\"classes\" or \"scores\"."
-        )
-    if classes is not None and classes.dtype != DT_STRING:
-        raise errors.InvalidArgument(
-            f"Expected classes Tensor of DT_STRING. Got: {_dtype_word(classes.dtype)}"
-        )
-    if scores is not None and scores.dtype != DT_FLOAT:
-        raise errors.InvalidArgument(
-            f"Expected scores Tensor of DT_FLOAT. Got: {_dtype_word(scores.dtype)}"
-        )
-
-
-def check_regress_signature(sig: SignatureInfo) -> None:
-    if len(sig.inputs) != 1:
-        raise errors.InvalidArgument("Expected one input Tensor.")
-    if next(iter(sig.inputs.values())).dtype != DT_STRING:
-        raise errors.InvalidArgument("Expected input Tensor of type DT_STRING.")
-    outputs = sig.outputs.get("outputs")
-    if outputs is None:
-        raise errors.InvalidArgument(
-            "No regression outputs found in signature: expected output named \"outputs\"."
-        )
-    if outputs.dtype != DT_FLOAT:
-        raise errors.InvalidArgument(
-            f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_word(outputs.dtype)}"
-        )
-
-
-def to_classifications(
-    outputs: Mapping[str, np.ndarray], num_examples: int
-) -> list[list[tuple[bytes, float | None]]]:
-    classes = outputs.get("classes")
-    scores = outputs.get("scores")
-    for name, arr in (("classes", classes), ("scores", scores)):
-        if arr is None:
-            continue
-        if arr.ndim != 2 or arr.shape[0] != num_examples:
-            raise errors.InvalidArgument(
-                f"Expected Tensor shape: [{num_examples} num_classes] but got "
-                f"{_shape_text(arr.shape)} for output {name}"
-            )
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise errors.InvalidArgument(
-            f"Tensors class and score should match in shape. Got classes shape "
-            f"{_shape_text(classes.shape)} and scores shape {_shape_text(scores.shape)}"
-        )
-    width = (classes if classes is not None else scores).shape[1]
-    result = []
-    for i in range(num_examples):
-        row = []
-        for j in range(width):
-            label = bytes(classes[i, j]) if classes is not None else b""
-            score = float(scores[i, j]) if scores is not None else None
-            row.append((label, score))
-        result.append(row)
-    return result
-
-
-def to_regressions(outputs: Mapping[str, np.ndarray], num_examples: int) -> list[float]:
-    arr = outputs["outputs"]
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] != num_examples:
-        raise errors.InvalidArgument(
-            f"Expected output Tensor shape to be either [{num_examples}] or "
-            f"[{num_examples} x 1] but got {_shape_text(arr.shape)}"
-        )
-    return [float(v) for v in arr]
-
-
-def examples_from_input(input_proto) -> tuple[list[bytes], bytes | None]:
-    """``tensorflow.serving.Input`` -> serialized Examples (+ serialized context)."""
-    kind = input_proto.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in input_proto.example_list.examples], None
-    if kind == "example_list_with_context":
-        lst = input_proto.example_list_with_context
-        return [e.SerializeToString() for e in lst.examples], lst.context.SerializeToString()
-    raise errors.InvalidArgument("Input is empty.")
-
-
-def example_tensor(examples: Sequence[bytes], context: bytes | None) -> np.ndarray:
-    """The serialized-Example input of a classify/regress signature.
-
-    With a context, TF Serving feeds each example merged with the context; concatenating the
-    serialized messages is protobuf's merge (the example's own features win on a clash)."""
-    if not examples:
-        raise errors.InvalidArgument("Input is empty.")
-    arr = np.empty(len(examples), dtype=object)
-    for i, ex in enumerate(examples):
-        arr[i] = (context + ex) if context else bytes(ex)
-    return arr

@@ -268,7 +268,6 @@ class ModelServer:
         grpc_api.add_services(
             server,
             self.dataplane,
-            self.manager,
             self.metrics,
             tensor_content=f.enable_serialization_as_tensor_content,
         )

@@ -1,8 +1,9 @@
 """Plain data that crosses the seam between the data plane and its transports.
 
-REST (``rest.py``) and gRPC (``grpc_api.py``) translate wire formats into these types and
-call the data plane (``dataplane.py``); neither knows how models are loaded or run.
-Tensors cross as numpy arrays; string tensors are numpy object arrays of ``bytes``.
+REST (``rest/``) and gRPC (``grpc_api.py``) translate wire formats into these types and call
+the data plane through the ``DataPlane`` protocol; neither knows how models are loaded or run.
+Tensors cross as numpy arrays; string tensors are numpy object arrays of ``bytes``. Version
+rows are the clients' ``VersionStatus`` (one vocabulary: state and code *names*).
 """
 
 from __future__ import annotations
@@ -12,6 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from clients.types import VersionStatus
+
+__all__ = [
+    "CLASSIFY_METHOD",
+    "DEFAULT_SIGNATURE",
+    "PREDICT_METHOD",
+    "REGRESS_METHOD",
+    "ClassifyResult",
+    "DataPlane",
+    "InferenceTask",
+    "ModelMetadata",
+    "ModelRef",
+    "PredictResult",
+    "RegressResult",
+    "SignatureInfo",
+    "TensorSpec",
+    "VersionStatus",
+]
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -77,14 +97,12 @@ class RegressResult:
     values: list[float]
 
 
-@dataclass
-class VersionStatus:
-    """One row of GetModelStatusResponse.model_version_status."""
+@dataclass(frozen=True)
+class InferenceTask:
+    """One task of a MultiInference request: which signature, run as which method."""
 
-    version: int
-    state: str  # "START" | "LOADING" | "AVAILABLE" | "UNLOADING" | "END" | "UNKNOWN"
-    error_code: int = 0  # errors.Code value
-    error_message: str = ""
+    ref: ModelRef
+    method_name: str
 
 
 @dataclass
@@ -127,8 +145,19 @@ class DataPlane(Protocol):
         timeout_s: float | None = None,
     ) -> RegressResult: ...
 
+    async def multi_inference(
+        self,
+        tasks: Sequence[InferenceTask],
+        examples: Sequence[bytes],
+        context: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> list[ClassifyResult | RegressResult]: ...
+
     def model_status(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]: ...
 
     def model_metadata(self, ref: ModelRef) -> ModelMetadata: ...
+
+    async def reload_config(self, config: Any) -> None:
+        """Apply a ModelServerConfig (HandleReloadConfigRequest); returns once it is in force."""

@@ -4,7 +4,9 @@
 Rules from saved_model_warmup_util.cc: at most 1000 records; ``predict_log``, ``classify_log``,
 ``regress_log`` and ``multi_inference_log`` are replayed (``request`` only); other kinds fail the
 load (UNIMPLEMENTED); any failing record fails the load; each record is replayed
-``num_request_iterations`` times.
+``num_request_iterations`` times. Records run through ``inference`` (the same lookups, checks
+and conversions as live requests, without the method-name check, as in TF Serving's warmup);
+TensorProtos are decoded by ``clients.codec``, as gRPC requests are.
 """
 
 from __future__ import annotations
@@ -14,17 +16,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from serving.modelserver import errors
-from serving.modelserver.servable import (
-    Servable,
-    check_classify_signature,
-    check_regress_signature,
-    example_tensor,
-    examples_from_input,
-    to_classifications,
-    to_regressions,
-)
-from serving.modelserver.types import DEFAULT_SIGNATURE
+from clients import codec
+from serving.modelserver import errors, inference
+from serving.modelserver.inference import Plan
+from serving.modelserver.servable import Servable
+from serving.modelserver.types import CLASSIFY_METHOD, REGRESS_METHOD, InferenceTask, ModelRef
 
 log = logging.getLogger("serving.modelserver")
 
@@ -51,7 +47,14 @@ def _iter_records(path: str):
         ) from None
 
 
-def _replay_one(servable: Servable, record: bytes) -> None:
+def _ref(servable: Servable, spec) -> ModelRef:
+    # The record's model name and version are the exporter's business; warmup runs on the
+    # version being loaded, whatever the record says.
+    return ModelRef(servable.model_name, None, None, spec.signature_name)
+
+
+def _plans(servable: Servable, record: bytes) -> list[Plan]:
+    """The record as plans on the inference path (the data plane's lookups and checks)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     log_msg = prediction_log_pb2.PredictionLog()
@@ -61,59 +64,37 @@ def _replay_one(servable: Servable, record: bytes) -> None:
         raise errors.InvalidArgument(f"Failed to parse warmup record: {exc}") from None
     kind = log_msg.WhichOneof("log_type")
     if kind == "predict_log":
-        _predict(servable, log_msg.predict_log.request)
-    elif kind == "classify_log":
-        req = log_msg.classify_log.request
-        _classify(servable, req.model_spec.signature_name, req.input)
-    elif kind == "regress_log":
-        req = log_msg.regress_log.request
-        _regress(servable, req.model_spec.signature_name, req.input)
-    elif kind == "multi_inference_log":
+        req = log_msg.predict_log.request
+        try:
+            inputs = {k: codec.tensor_proto_to_ndarray(v) for k, v in req.inputs.items()}
+        except ValueError as exc:  # the codec's bad dtype / tensor_content size
+            raise errors.InvalidArgument(str(exc)) from None
+        return [
+            inference.plan_predict(servable, _ref(servable, req.model_spec), inputs, req.output_filter)
+        ]
+    if kind in ("classify_log", "regress_log"):
+        req = getattr(log_msg, kind).request
+        method = CLASSIFY_METHOD if kind == "classify_log" else REGRESS_METHOD
+        examples, context = inference.examples_from_input(req.input)
+        return [
+            inference.plan_examples(
+                servable, _ref(servable, req.model_spec), method, examples, context
+            )
+        ]
+    if kind == "multi_inference_log":
         req = log_msg.multi_inference_log.request
-        for task in req.tasks:
-            if task.method_name.endswith("classify"):
-                _classify(servable, task.model_spec.signature_name, req.input)
-            else:
-                _regress(servable, task.model_spec.signature_name, req.input)
-    else:
-        raise errors.Unimplemented(f"Unsupported log_type for warmup: {kind}")
+        tasks = [
+            InferenceTask(_ref(servable, task.model_spec), task.method_name) for task in req.tasks
+        ]
+        inference.check_tasks(tasks)
+        examples, context = inference.examples_from_input(req.input)
+        return inference.plan_multi_inference(servable, tasks, examples, context)
+    raise errors.Unimplemented(f"Unsupported log_type for warmup: {kind}")
 
 
-def _signature(servable: Servable, name: str) -> str:
-    name = name or DEFAULT_SIGNATURE
-    if name not in servable.signatures:
-        raise errors.FailedPrecondition(f'Serving signature key "{name}" not found.')
-    return name
-
-
-def _predict(servable: Servable, request) -> None:
-    import tensorflow as tf
-
-    sig = _signature(servable, request.model_spec.signature_name)
-    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-    servable.check_inputs(sig, inputs)
-    empty = any(a.ndim and a.shape[0] == 0 for a in inputs.values())
-    if empty and servable.empty_outputs(sig) is not None:
-        return
-    servable.run(sig, inputs)
-
-
-def _classify(servable: Servable, signature_name: str, input_proto) -> None:
-    sig = _signature(servable, signature_name)
-    check_classify_signature(servable.signatures[sig])
-    examples, context = examples_from_input(input_proto)
-    alias = next(iter(servable.signatures[sig].inputs))
-    out = servable.run(sig, {alias: example_tensor(examples, context)})
-    to_classifications(out, len(examples))
-
-
-def _regress(servable: Servable, signature_name: str, input_proto) -> None:
-    sig = _signature(servable, signature_name)
-    check_regress_signature(servable.signatures[sig])
-    examples, context = examples_from_input(input_proto)
-    alias = next(iter(servable.signatures[sig].inputs))
-    out = servable.run(sig, {alias: example_tensor(examples, context)})
-    to_regressions(out, len(examples))
+def _replay_one(servable: Servable, record: bytes) -> None:
+    for plan in _plans(servable, record):
+        plan.run_sync()
 
 
 def run_warmup(servable: Servable, iterations: int = 1) -> WarmupReport | None:

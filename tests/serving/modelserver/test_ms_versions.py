@@ -51,7 +51,10 @@ class Harness:
             await asyncio.sleep(0.02)
 
     def states(self, name: str = "ver") -> list[tuple[int, str, int]]:
-        return [(s.version, s.state, s.error_code) for s in self.manager.model_status(name)]
+        return [
+            (s.version, s.state, int(errors.Code[s.error_code]))
+            for s in self.manager.model_status(name)
+        ]
 
 
 def run(coro):
@@ -208,7 +211,7 @@ def test_warmup_runs_and_its_limits_fail_the_load(model_store, tmp_path, pool):
             with pytest.raises(errors.Unknown):
                 await h.manager.apply_config(config(model("warm", base), model(name, path)))
             status = h.manager.model_status(name)[0]
-            assert (status.state, status.error_code) == ("END", int(code))
+            assert (status.state, status.error_code) == ("END", code.name)
             if name == "many":
                 assert "Number of warmup records exceeds the maximum (1000)" in status.error_message
             else:

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from rest_cases import DTYPES, bodies, case_id, load_cases, values_equal
 
-from serving.modelserver import json_tensor as jt
 from serving.modelserver.errors import HTTP_STATUS, ServingError
 from serving.modelserver.metrics import Registry
+from serving.modelserver.rest import examples, json_parser, predict_body, responses
 from serving.modelserver.types import TensorSpec
 
 NP_TYPES = {
@@ -33,9 +33,9 @@ def _specs(signature_inputs: dict[str, str]) -> dict[str, TensorSpec]:
     return {k: TensorSpec(k, DTYPES[v], None) for k, v in signature_inputs.items()}
 
 
-def _decode(body: str, specs: dict[str, TensorSpec]) -> tuple[jt.PredictBody, dict]:
-    req = jt.parse_predict_body(body.encode())
-    return req, jt.decode_predict_inputs(req, specs)
+def _decode(body: str, specs: dict[str, TensorSpec]) -> tuple[predict_body.PredictBody, dict]:
+    req = predict_body.parse_predict_body(body.encode())
+    return req, predict_body.decode_predict_inputs(req, specs)
 
 
 def _check_error(err: ServingError, want: dict[str, Any]) -> None:
@@ -123,7 +123,7 @@ def _proto_features(serialized: bytes) -> dict[str, tuple[str, list[Any]]]:
 @pytest.mark.parametrize("method", ["classify", "regress"])
 def test_classify_regress_parse(case: dict[str, Any], method: str) -> None:
     exp = case["expected"]
-    req = jt.parse_examples_body(case["input"]["body"].encode(), method)
+    req = examples.parse_examples_body(case["input"]["body"].encode(), method)
     assert req.signature_name == exp.get("model_spec.signature_name", "")
     if "example_list_with_context" in exp["input"]:
         want = exp["input"]["example_list_with_context"]
@@ -145,7 +145,7 @@ def test_classify_regress_parse(case: dict[str, Any], method: str) -> None:
 def test_classify_regress_error(case: dict[str, Any]) -> None:
     for sub, want in zip(case["input"]["subcases"], case["expected"]["subcases"], strict=True):
         with pytest.raises(ServingError) as info:
-            jt.parse_examples_body(sub["body"].encode(), "regress")
+            examples.parse_examples_body(sub["body"].encode(), "regress")
         _check_error(info.value, want)
 
 
@@ -173,7 +173,7 @@ def _outputs(spec: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _parsed(body: bytes) -> Any:
-    return jt.parse_json(body)
+    return json_parser.parse_json(body)
 
 
 def _token_text(tokens: Any) -> str:
@@ -203,7 +203,7 @@ def test_predict_response_json(name: str) -> None:
     for fmt in ("row", "columnar"):
         if fmt not in case["expected"]:
             continue
-        got = _parsed(jt.format_predict_response(outputs, row_format=fmt == "row"))
+        got = _parsed(responses.format_predict_response(outputs, row_format=fmt == "row"))
         assert got == case["expected"][fmt]
 
 
@@ -213,7 +213,7 @@ def test_predict_response_json(name: str) -> None:
 def test_predict_response_number_tokens(name: str) -> None:
     case = _response(name)
     outputs = _outputs(case["input"]["outputs"])
-    text = jt.format_predict_response(outputs, row_format=True).decode()
+    text = responses.format_predict_response(outputs, row_format=True).decode()
     assert text == '{"predictions": ' + _token_text(case["expected"]["row_text_tokens"]) + "}"
 
 
@@ -221,15 +221,15 @@ def test_predict_response_errors() -> None:
     case = _response("FromJsonSingleTensorErrors")
     for sub, want in zip(case["input"]["subcases"], case["expected"]["subcases"], strict=True):
         with pytest.raises(ServingError) as info:
-            jt.format_predict_response(_outputs(sub["outputs"]), row_format=True)
+            responses.format_predict_response(_outputs(sub["outputs"]), row_format=True)
         _check_error(info.value, want)
     case = _response("FromJsonMultipleNamedTensorsErrors")
     outputs = _outputs(case["input"]["outputs"])
     with pytest.raises(ServingError) as info:
-        jt.format_predict_response(outputs, row_format=True)
+        responses.format_predict_response(outputs, row_format=True)
     _check_error(info.value, case["expected"])
     # Columnar has no batch-size rule.
-    assert set(_parsed(jt.format_predict_response(outputs, row_format=False))["outputs"]) == {
+    assert set(_parsed(responses.format_predict_response(outputs, row_format=False))["outputs"]) == {
         "int_tensor",
         "str_tensor",
     }
@@ -241,7 +241,7 @@ def test_classify_and_regress_results() -> None:
         [(label.encode(), score) for label, score in per]
         for per in case["input"]["classification_result"]
     ]
-    got = _parsed(jt.format_classify_response(classes))
+    got = _parsed(responses.format_classify_response(classes))
     want = case["expected"]["json"]
     assert [[lab for lab, _ in per] for per in got["results"]] == [
         [lab for lab, _ in per] for per in want["results"]
@@ -251,11 +251,11 @@ def test_classify_and_regress_results() -> None:
             assert np.float32(gs) == np.float32(ws)
 
     case = _response("ClassifyRegressnResultTest/JsonFromRegressionResult")
-    got = _parsed(jt.format_regress_response(case["input"]["regression_result"]))
+    got = _parsed(responses.format_regress_response(case["input"]["regression_result"]))
     assert got == case["expected"]["json"]
 
     case = _response("ClassifyRegressnResultTest/JsonFromResultErrors")
-    fns = [lambda: jt.format_classify_response([]), lambda: jt.format_regress_response([])]
+    fns = [lambda: responses.format_classify_response([]), lambda: responses.format_regress_response([])]
     for fn, want in zip(fns, case["expected"]["subcases"], strict=True):
         with pytest.raises(ServingError) as info:
             fn()
@@ -269,13 +269,13 @@ def test_pretty_printed_shapes_parse_equal() -> None:
     want = [_parsed(s.encode()) for s in case["expected"]["subcases"]]
     f32 = np.float32
     assert (
-        _parsed(jt.format_predict_response({"y": np.array([[2.5, 3], [3.5, 4]], f32)}, True))
+        _parsed(responses.format_predict_response({"y": np.array([[2.5, 3], [3.5, 4]], f32)}, True))
         == want[0]
     )
-    assert _parsed(jt.format_predict_response({"y": np.array([3.5, 4, 5.5], f32)}, True)) == want[1]
-    assert _parsed(jt.format_predict_response({"y": np.array([3, 3.5, 4], f32)}, False)) == want[2]
-    assert _parsed(jt.format_regress_response([3.5, 4])) == want[3]
-    error = jt.format_error("Servable not found for request: Latest(half)")
+    assert _parsed(responses.format_predict_response({"y": np.array([3.5, 4, 5.5], f32)}, True)) == want[1]
+    assert _parsed(responses.format_predict_response({"y": np.array([3, 3.5, 4], f32)}, False)) == want[2]
+    assert _parsed(responses.format_regress_response([3.5, 4])) == want[3]
+    error = responses.format_error("Servable not found for request: Latest(half)")
     assert error.decode() == case["expected"]["subcases"][4]
 
 
@@ -334,5 +334,5 @@ def test_every_parsing_kind_is_covered() -> None:
 
 def test_orjson_and_fallback_agree_on_strict_json() -> None:
     body = b'{"a": [1, 2.5, "x", true, null, {"b": []}], "c": -0.0}'
-    assert jt._parse_document(body) == orjson.loads(body)
-    assert math.copysign(1, jt._parse_document(body)["c"]) == -1
+    assert json_parser._parse_document(body) == orjson.loads(body)
+    assert math.copysign(1, json_parser._parse_document(body)["c"]) == -1

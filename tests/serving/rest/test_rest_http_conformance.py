@@ -24,8 +24,8 @@ import pytest
 from rest_cases import bodies, case_id, expected_value, load_cases
 from rest_models import build_repo, identity_model_name
 
-from serving.modelserver import json_tensor as jt
 from serving.modelserver.process import EmbeddedServerProcess
+from serving.modelserver.rest import json_parser
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ class Reply:
 
     @property
     def json(self) -> Any:
-        return jt.parse_json(self.body)  # our parser: TF Serving emits NaN tokens
+        return json_parser.parse_json(self.body)  # our parser: TF Serving emits NaN tokens
 
     @property
     def error(self) -> str:
