@@ -183,3 +183,87 @@ def test_batched_results_equal_unbatched_on_mnist(tiny_mnist_repo):
         assert a.outputs["scores"].shape == (1, 10)
     top = np.array([int(np.argmax(r.outputs["scores"])) for r in merged])
     np.testing.assert_array_equal(top, tiny_mnist_repo.predictions[:48])
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Prometheus text -> {"name{labels}": value} (label-less series keyed by the bare name)."""
+    import requests
+
+    text = requests.get(url, timeout=30).text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series.removesuffix("{}")] = float(value)
+    return out
+
+
+def test_running_server_merges_concurrent_requests_into_batches(model_store, tmp_path):
+    """Through a real server: concurrent one-row requests run as fewer, larger TensorFlow
+    calls, as the batching metrics on the monitoring path report, and every caller still gets
+    its own row back."""
+    import grpc
+    from ms_models import copy_version
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from clients import codec
+    from serving.modelserver.process import EmbeddedServerProcess
+
+    copy_version(model_store, "ver", 1, tmp_path / "ver")
+    batching = tmp_path / "batching.config"
+    # A long timeout: a batch waits (up to 1 s) for more tasks unless 8 rows fill it first.
+    batching.write_text(
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000000 }\n"
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n"
+    )
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
+    requests_sent = 24
+    with EmbeddedServerProcess(
+        [
+            "--model_name=ver",
+            f"--model_base_path={tmp_path / 'ver'}",
+            "--enable_batching",
+            f"--batching_parameters_file={batching}",
+            f"--monitoring_config_file={monitoring}",
+        ]
+    ) as server:
+        metrics_url = f"{server.rest_url}/metrics"
+        before = _scrape(metrics_url)
+        assert before.get(":tensorflow:serving:batching_session:wrapped_run_count", 0) == 0
+
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        start = threading.Barrier(requests_sent)
+        answers: dict[int, np.ndarray] = {}
+
+        def call(i: int) -> None:
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "ver"
+            codec.fill_tensor_proto(req.inputs["x"], np.array([float(i)], np.float32))
+            start.wait(30)
+            resp = stub.Predict(req, timeout=60)
+            answers[i] = codec.tensor_proto_to_ndarray(resp.outputs["y"])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(requests_sent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        channel.close()
+        assert sorted(answers) == list(range(requests_sent))
+        for i, y in answers.items():
+            np.testing.assert_array_equal(y, [i + 1.0])  # split back to the right caller
+
+        after = _scrape(metrics_url)
+    base = ":tensorflow:serving:batching_session"
+    runs = after[f"{base}:wrapped_run_count"]
+    print(f"{requests_sent} requests ran as {runs:.0f} batches")
+    assert after[f"{base}:input_batch_size_count"] == runs  # one histogram entry per run
+    assert after[f"{base}:input_batch_size_sum"] == requests_sent  # every row ran exactly once
+    assert runs < requests_sent  # so some runs carried more than one request
+    # A batch of one row lands in the first bucket (le="2": limits are exclusive upper bounds).
+    assert after[f'{base}:input_batch_size_bucket{{le="2"}}'] < runs
+    assert after[f"{base}:processed_batch_size_sum"] >= requests_sent
+    queued = f'{base}:queuing_latency_count{{thread_pool_name="batch_threads"}}'
+    assert after[queued] == requests_sent  # every request waited in the batching queue

@@ -94,28 +94,38 @@ def test_startup_swap_reload_and_sigterm_drain(model_store, tmp_path):
         assert predict(stub, "ver", x).model_spec.version.value == 1
 
         # --- swap under load: zero failures, never back to the old version ---------------
-        seen: list[int] = []
+        # Each client thread keeps its own answers in order: once a thread has been answered
+        # by version 2, no later answer to it may come from version 1.
+        seen: list[list[int]] = [[] for _ in range(4)]
         failures: list[Exception] = []
         stop = threading.Event()
+        give_up = time.monotonic() + 180
 
-        def client():
-            while not stop.is_set():
+        def client(answers: list[int]) -> None:
+            for _ in range(200_000):  # bounded in count and in time
+                if stop.is_set() or time.monotonic() > give_up:
+                    return
                 try:
-                    seen.append(predict(stub, "ver", x).model_spec.version.value)
+                    answers.append(predict(stub, "ver", x).model_spec.version.value)
                 except Exception as exc:
                     failures.append(exc)
 
-        threads = [threading.Thread(target=client) for _ in range(4)]
+        threads = [threading.Thread(target=client, args=(answers,)) for answers in seen]
         for t in threads:
             t.start()
         copy_version(model_store, "ver", 2, ver_base)
         wait_until(lambda: status(model_stub, "ver") == [(2, "AVAILABLE"), (1, "END")], what="swap")
-        time.sleep(0.2)
+        # Let every thread get answers from the new version before stopping.
+        wait_until(lambda: all(a and a[-1] == 2 for a in seen), what="every client on version 2")
         stop.set()
         for t in threads:
             t.join(30)
         assert failures == []
-        assert 1 in seen and seen[-1] == 2
+        assert any(1 in answers for answers in seen)  # the load really spanned the swap
+        for answers in seen:
+            assert set(answers) <= {1, 2}
+            first_new = answers.index(2)
+            assert 1 not in answers[first_new:], f"version 1 answered after version 2: {answers}"
 
         # --- HandleReloadConfigRequest -----------------------------------------------------
         def reload(text):
