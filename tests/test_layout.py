@@ -143,7 +143,9 @@ def test_every_module_the_table_names_imports(module: str) -> None:
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
-    edges = {m: sorted(t for i in imps if (t := _in_house(i)) and t != m) for m, imps in graph.items()}
+    edges = {
+        m: sorted(t for i in imps if (t := _in_house(i)) and t != m) for m, imps in graph.items()
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -247,7 +249,9 @@ def test_floor_check_sees_lazy_imports() -> None:
 
 # -- one vocabulary ----------------------------------------------------------------------------
 
-_VOCABULARY_NAMES = {"DT_FLOAT", "DT_STRING", "INVALID_ARGUMENT", "NOT_FOUND", "AVAILABLE", "LOADING"}
+_VOCABULARY_NAMES = {
+    "DT_FLOAT", "DT_STRING", "INVALID_ARGUMENT", "NOT_FOUND", "AVAILABLE", "LOADING",
+}  # fmt: skip
 _VOCABULARY_WORDS = {
     "float", "int32", "string", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "AVAILABLE",
     "LOADING", "START", "END",

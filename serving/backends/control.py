@@ -18,7 +18,7 @@ from clients.base import NO_RETRY
 from clients.errors import ClientError
 from clients.grpc_client import GrpcClient
 from clients.types import VersionStatus
-from clients.wire import VersionState
+from clients.wire import Code, VersionState
 
 __all__ = ["AVAILABLE", "ControlError", "ModelControl", "ReloadUnsupported", "VersionStatus"]
 
@@ -57,7 +57,7 @@ class ModelControl:
         try:
             rows = self._client.model_status(model=model)
         except ClientError as exc:
-            if exc.code == "NOT_FOUND":
+            if exc.code == Code.NOT_FOUND.name:
                 return []
             raise ControlError(f"GetModelStatus on {self.target}: {exc}") from exc
         return sorted(rows, key=lambda s: s.version)
@@ -70,7 +70,7 @@ class ModelControl:
         try:
             meta = self._client.model_metadata(model=model, label=label)
         except ClientError as exc:
-            if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND"):
+            if exc.code in (Code.INVALID_ARGUMENT.name, Code.NOT_FOUND.name):
                 return None
             raise ControlError(f"GetModelMetadata on {self.target}: {exc}") from exc
         return meta.version
@@ -83,7 +83,7 @@ class ModelControl:
                 config_text, timeout_s=max(self.timeout_s, _RELOAD_TIMEOUT_S)
             )
         except ClientError as exc:
-            if exc.code in ("UNIMPLEMENTED", "UNAVAILABLE"):
+            if exc.code in (Code.UNIMPLEMENTED.name, Code.UNAVAILABLE.name):
                 raise ReloadUnsupported(f"config reload over gRPC: {exc}") from exc
             raise ControlError(f"the server refused the config: {exc}") from exc
 

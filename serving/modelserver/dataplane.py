@@ -138,11 +138,7 @@ class ServingDataPlane:
         context: bytes | None = None,
         timeout_s: float | None = None,
     ) -> ClassifyResult:
-        plan = inference.plan_examples(
-            self.servable(ref), ref, CLASSIFY_METHOD, examples, context,
-            method_check=self.method_check,
-        )
-        return await self._execute(plan, timeout_s)
+        return await self._examples(CLASSIFY_METHOD, ref, examples, context, timeout_s)
 
     async def regress(
         self,
@@ -151,9 +147,19 @@ class ServingDataPlane:
         context: bytes | None = None,
         timeout_s: float | None = None,
     ) -> RegressResult:
+        return await self._examples(REGRESS_METHOD, ref, examples, context, timeout_s)
+
+    async def _examples(
+        self,
+        method: str,
+        ref: ModelRef,
+        examples: Sequence[bytes],
+        context: bytes | None,
+        timeout_s: float | None,
+    ) -> Any:
+        servable = self.servable(ref)
         plan = inference.plan_examples(
-            self.servable(ref), ref, REGRESS_METHOD, examples, context,
-            method_check=self.method_check,
+            servable, ref, method, examples, context, method_check=self.method_check
         )
         return await self._execute(plan, timeout_s)
 

@@ -173,7 +173,8 @@ class Servable:
             specs = sorted(self.signatures[signature_name].inputs.items())
             for index, (alias, spec) in enumerate(specs):
                 try:
-                    native = None if spec.dtype == DataType.DT_STRING else wire.numpy_dtype(spec.dtype)
+                    string = spec.dtype == DataType.DT_STRING
+                    native = None if string else wire.numpy_dtype(spec.dtype)
                 except Exception:  # a dtype the codec does not map: always take the slow path
                     native = None
                 checks.append((index, alias, spec, native))

@@ -69,9 +69,8 @@ def _plans(servable: Servable, record: bytes) -> list[Plan]:
             inputs = {k: codec.tensor_proto_to_ndarray(v) for k, v in req.inputs.items()}
         except ValueError as exc:  # the codec's bad dtype / tensor_content size
             raise errors.InvalidArgument(str(exc)) from None
-        return [
-            inference.plan_predict(servable, _ref(servable, req.model_spec), inputs, req.output_filter)
-        ]
+        ref = _ref(servable, req.model_spec)
+        return [inference.plan_predict(servable, ref, inputs, req.output_filter)]
     if kind in ("classify_log", "regress_log"):
         req = getattr(log_msg, kind).request
         method = CLASSIFY_METHOD if kind == "classify_log" else REGRESS_METHOD
