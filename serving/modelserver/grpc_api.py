@@ -11,7 +11,6 @@ grpc_status_util.cc does).
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,8 +39,6 @@ from serving.modelserver.types import (
     ModelRef,
     RegressResult,
 )
-
-log = logging.getLogger("serving.modelserver")
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # server.cc: INT32_MAX both ways
 
