@@ -16,7 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "export.commands.train",
     "export.commands.list",
-    "export.mobile",  # issue 7: TFLite / Core ML artefacts of a version
+    "export.commands.mobile",  # issue 7: TFLite / Core ML artefacts of a version
 ]
 
 

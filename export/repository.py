@@ -34,7 +34,10 @@ DELETING_PREFIX = ".deleting-"
 # Derived artefacts (mobile models) live under <root>/mobile/<model_name>/<version>/.
 MOBILE_DIR = "mobile"
 LOCK_RE = re.compile(r"^\.version-([0-9]+)\.lock$")
-STAGING_RE = re.compile(r"^\.staging-([0-9]+)-[0-9a-f]+$")
+# .staging-<pid>-<hex>. Mobile exports once named theirs .staging-<version>-<pid>-<hex>; the
+# optional group lets their debris be recognised (and cleaned) too.
+STAGING_RE = re.compile(r"^\.staging-(?:[0-9]+-)?([0-9]+)-[0-9a-f]+$")
+REPLACED_PREFIX = ".replaced-"
 DEFAULT_STALE_AFTER_S = 24 * 3600.0  # debris of a live process older than this is stale too
 
 
@@ -79,6 +82,99 @@ def fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def _owner_dead_or_old(pid: int, path: Path, stale_after_s: float) -> bool:
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return not pid_alive(pid) or age > stale_after_s
+
+
+class TargetExists(RepositoryError):
+    """A publish without ``replace`` found its target already there."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__(f"{target} already exists")
+        self.target = target
+
+
+@dataclass(frozen=True)
+class StagingArea:
+    """Hidden build directories in ``parent`` that become visible by one rename(2).
+
+    The one staging/publish pattern of the house: model versions (:class:`ModelRepository`)
+    and mobile artefacts (export.mobile) are both built in ``.staging-<pid>-<hex>`` beside
+    their target, flushed, and renamed into place, so a reader sees nothing or everything.
+    """
+
+    parent: Path
+    stale_after_s: float = DEFAULT_STALE_AFTER_S
+
+    @contextlib.contextmanager
+    def staging(self, prune_created_parents: int = 0) -> Iterator[Path]:
+        """A fresh hidden build directory; removed on exit (also on Ctrl-C) unless it was
+        published (renamed away) meanwhile. Up to ``prune_created_parents`` levels of
+        directories this call had to create (``parent`` first) are removed again if they
+        end up empty, so a refused first build leaves no trace."""
+        chain = [self.parent, *self.parent.parents][:prune_created_parents]
+        created = [p for p in chain if not p.exists()]
+        self.parent.mkdir(parents=True, exist_ok=True)
+        path = self.parent / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            for directory in created:  # innermost first
+                with contextlib.suppress(OSError):  # not empty: something was published
+                    directory.rmdir()
+
+    def is_stale_staging(self, entry: Path) -> bool:
+        """``entry`` is a staging directory of a dead process (or an old one)."""
+        match = STAGING_RE.match(entry.name)
+        return bool(match) and _owner_dead_or_old(int(match.group(1)), entry, self.stale_after_s)
+
+    def clean_stale_staging(self) -> list[Path]:
+        """Remove the staging directories of processes that died mid-build."""
+        removed: list[Path] = []
+        if not self.parent.is_dir():
+            return removed
+        for entry in self.parent.iterdir():
+            if self.is_stale_staging(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+    def publish(self, staged: Path, target: Path, *, replace: bool = False) -> Path:
+        """Flush ``staged`` and rename(2) it to ``target`` (a child of ``parent``).
+
+        Without ``replace`` an existing target raises :class:`TargetExists` (and rename onto
+        a non-empty directory fails, so a racer cannot be clobbered either); with it the old
+        directory is first renamed to a hidden name and deleted once the new one is in place.
+        An OSError of the rename itself propagates unchanged."""
+        if Path(target).parent != self.parent:
+            raise RepositoryError(f"{target}: a publish target must live in {self.parent}")
+        fsync_tree(staged)  # a crash right after the rename must not expose empty files
+        old: Path | None = None
+        if target.exists():
+            if not replace:
+                raise TargetExists(target)
+            old = self.parent / f"{REPLACED_PREFIX}{target.name}-{uuid.uuid4().hex[:12]}"
+            os.rename(target, old)
+        try:
+            os.rename(staged, target)
+        except OSError:
+            if old is not None:  # put the old copy back: a failed replace loses nothing
+                with contextlib.suppress(OSError):
+                    os.rename(old, target)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.parent)
+        return target
+
+
 class ModelRepository:
     """One model's versions under ``<root>/<model_name>/``."""
 
@@ -91,6 +187,7 @@ class ModelRepository:
         self.model_name = model_name
         self.model_dir = self.root / model_name
         self.stale_after_s = stale_after_s
+        self.area = StagingArea(self.model_dir, stale_after_s)
 
     # ----- reading -------------------------------------------------------------------------
 
@@ -124,17 +221,9 @@ class ModelRepository:
 
     # ----- staging -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        """A fresh hidden build directory beside the versions; removed on exit unless it
-        was published (renamed away) meanwhile. Removal also runs on Ctrl-C."""
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        path = self.model_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path.mkdir()
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A fresh hidden build directory beside the versions (:meth:`StagingArea.staging`)."""
+        return self.area.staging()
 
     # ----- reservation and publishing -------------------------------------------------------
 
@@ -181,20 +270,11 @@ class ModelRepository:
         with self.reserve() as version:
             if finalize is not None:
                 finalize(staged, version)
-            fsync_tree(staged)
-            target = self.version_path(version)
-            os.rename(staged, target)  # atomic; never replaces: the number is ours and fresh
-            _fsync_dir(self.model_dir)
+            # Atomic; never replaces: the number is ours and fresh.
+            target = self.area.publish(staged, self.version_path(version))
         return PublishedVersion(version, target)
 
     # ----- cleanup and retention -----------------------------------------------------------
-
-    def _owner_dead_or_old(self, pid: int, path: Path) -> bool:
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        return not pid_alive(pid) or age > self.stale_after_s
 
     def clean_stale(self) -> list[Path]:
         """Remove debris of crashed exports: staging dirs and locks of dead processes, and
@@ -203,8 +283,8 @@ class ModelRepository:
         if not self.model_dir.is_dir():
             return removed
         for entry in self.model_dir.iterdir():
-            if m := STAGING_RE.match(entry.name):
-                if self._owner_dead_or_old(int(m.group(1)), entry):
+            if STAGING_RE.match(entry.name):
+                if self.area.is_stale_staging(entry):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry)
             elif LOCK_RE.match(entry.name):
@@ -230,7 +310,7 @@ class ModelRepository:
                 return False
         if owner.get("host") not in (None, socket.gethostname()):
             return time.time() - float(owner.get("created", 0)) > self.stale_after_s
-        return self._owner_dead_or_old(pid, lock)
+        return _owner_dead_or_old(pid, lock, self.stale_after_s)
 
     def mobile_path(self, version: int) -> Path:
         """Where the version's derived mobile artefacts live (beside, never inside, it)."""

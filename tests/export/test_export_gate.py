@@ -258,7 +258,6 @@ def test_cli_train_and_list(tmp_path: Path) -> None:
 
 
 def test_infra_check_serves_the_version(tmp_path: Path, tiny_mnist_repo: TinyModelRepo) -> None:
-    pytest.importorskip("serving.modelserver.process")
     from export.infra_check import infra_check
 
     staged = tmp_path / ".staging-copy"
@@ -273,6 +272,10 @@ def test_infra_check_serves_the_version(tmp_path: Path, tiny_mnist_repo: TinyMod
     (staged / "assets.extra/tf_serving_warmup_requests").write_bytes(b"garbage" * 10)
     broken = infra_check(staged, "mnist", images, expected, startup_timeout_s=60)
     assert not broken.ok and "did not load" in broken.detail
+    # The server's own last lines, not TensorFlow's noise: why the load failed, and that
+    # the server gave up.
+    assert "Please verify your warmup data is in TFRecord format" in broken.detail
+    assert "Failed to start server. Error: " in broken.detail, broken.detail
     decision = decide(_evaluation(0.95), "softmax", GateConfig(min_accuracy=0.5), None, broken)
     assert not decision.accepted and decision.reasons[0].startswith("infra check")
 

@@ -143,9 +143,16 @@ def test_warmup_records_replay(loaded, tiny_mnist_repo: TinyModelRepo) -> None:
     from export.warmup import read_warmup
 
     records = read_warmup(tiny_mnist_repo.version_path / "assets.extra/tf_serving_warmup_requests")
-    assert 1 <= len(records) <= 1000
+    # The README's promise: 5 records that together cover every signature of the version.
+    assert len(records) == 5
     kinds = [r.WhichOneof("log_type") for r in records]
-    assert "predict_log" in kinds and "classify_log" in kinds
+    assert kinds.count("predict_log") == 4 and kinds.count("classify_log") == 1
+    covered = {
+        getattr(r, kind).request.model_spec.signature_name
+        for r, kind in zip(records, kinds, strict=True)
+    }
+    every = {"serving_default", "predict_images", "predict_png", "classify"}
+    assert covered == set(loaded.signatures) == every
     for record in records:
         if record.WhichOneof("log_type") == "predict_log":
             request = record.predict_log.request

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 from mobile_models import SAMPLE, SourceModel
 
-from export.mobile import MobileOptions, MobileResult, artefact_names, build_mobile, mobile_dir
-from export.mobile_report import MobileExportError, ParityThresholds
+from export.mobile.build import (
+    MobileOptions,
+    MobileResult,
+    artefact_names,
+    build_mobile,
+    mobile_dir,
+)
+from export.mobile.report import MobileExportError, ParityThresholds
 
 
 def _tree(path: Path) -> dict[str, int]:
@@ -183,7 +189,7 @@ def test_converted_tflite_with_wrong_shape_is_refused(
     broken_models: dict[str, SourceModel],
 ) -> None:
     """The same check on the converted file itself (a graph that slipped past the signature)."""
-    from export import mobile_tflite
+    from export.mobile import tflite as mobile_tflite
 
     model = mobile_tflite.convert(
         broken_models["wrong_shape"].version_path, "predict_images", mobile_tflite.FLOAT32
@@ -195,7 +201,7 @@ def test_converted_tflite_with_wrong_shape_is_refused(
 
 
 def test_coreml_spec_with_wrong_shape_is_flagged(broken_models: dict[str, SourceModel]) -> None:
-    from export import mobile_coreml
+    from export.mobile import coreml as mobile_coreml
 
     options = mobile_coreml.CoreMLOptions(precision="fp32")
     model = mobile_coreml.convert(

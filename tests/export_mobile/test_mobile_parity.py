@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from export.mobile_report import (
+from export.mobile.report import (
     FLOAT32_THRESHOLDS,
     INT8_THRESHOLDS,
     CoreMLSummary,
     MobileReport,
     render_table,
 )
-from export.mobile_tflite import TFLiteIO, compare
+from export.mobile.tflite import TFLiteIO, compare
 
 IO = TFLiteIO("images", [-1, 784], "scores", [-1, 10])
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.mobile_report import CoreMLSummary, MobileExportError
+from export.mobile.report import CoreMLSummary, MobileExportError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"

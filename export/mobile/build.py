@@ -1,40 +1,25 @@
-"""`python -m export mobile`: TF Lite and Core ML artefacts of a published version, with parity.
+"""Convert, check and publish the mobile artefacts of one published version.
 
-For version N of ``<repo>/<model_name>/`` this writes, under ``<repo>/mobile/<model_name>/<N>/``
-(never inside the numeric version directory: published versions are immutable and TF Serving
-reads them):
-
-    <model_name>_float32.tflite   float32, converted from the ``predict_images`` signature
-    <model_name>_int8.tflite      dynamic-range int8 (int8 weights, float32 in and out)
-    <model_name>.mlpackage        Core ML mlprogram from the same signature's concrete function
-    parity.json                   the figures printed by the command
-
-Both .tflite files are run with LiteRT over the official test set and compared with the
-SavedModel; Core ML's spec is checked (Core ML predicts only on macOS). Everything is built in a
-hidden staging directory and renamed into place only when every check passed, so a refused
-export publishes nothing and a reader never sees half a directory.
+:func:`build_mobile` resolves the version, checks its ``predict_images`` signature, computes the
+SavedModel's reference scores on the official test set, converts to TF Lite (float32 and
+dynamic-range int8, :mod:`export.mobile.tflite`) and Core ML (:mod:`export.mobile.coreml`),
+and publishes ``<repo>/mobile/<model_name>/<N>/`` through the repository's one staging/publish
+helper (:class:`export.repository.StagingArea`) only when every check passed.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
 import importlib.metadata
 import importlib.util
-import os
-import re
-import shutil
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from export.mobile_report import (
+from export.mobile.report import (
     FLOAT32_THRESHOLDS,
     INT8_THRESHOLDS,
     MobileExportError,
@@ -42,10 +27,9 @@ from export.mobile_report import (
     ParityThresholds,
     render_table,
 )
-from export.repository import MOBILE_DIR, fsync_tree
+from export.repository import MOBILE_DIR, StagingArea, TargetExists
 
 SIGNATURE = "predict_images"
-STAGING_RE = re.compile(r"^\.staging-[0-9]+-([0-9]+)-[0-9a-f]+$")
 REFERENCE_BATCH = 500
 DATASET_NAME = "the official MNIST test set"
 
@@ -205,60 +189,6 @@ def reference_scores(saved_model_dir: Path, images: np.ndarray) -> np.ndarray:
     return scores
 
 
-# ----- staging and publishing ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def staging(target_parent: Path, version: int) -> Iterator[Path]:
-    """A hidden, non-numeric build directory beside the target; removed unless renamed away.
-    Parent directories this call created are removed again if they end up empty (a refused
-    first export leaves no trace in the repository)."""
-    created = [p for p in (target_parent.parent, target_parent) if not p.exists()]
-    target_parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(target_parent)
-    path = target_parent / f".staging-{version}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-        for directory in reversed(created):
-            with contextlib.suppress(OSError):  # not empty: something was published
-                directory.rmdir()
-
-
-def _clean_stale(parent: Path) -> None:
-    """Staging directories of processes that died mid-export."""
-    from export.repository import pid_alive
-
-    for entry in parent.iterdir():
-        match = STAGING_RE.match(entry.name)
-        if match and not pid_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def publish(staged: Path, target: Path, force: bool) -> None:
-    """rename(2) the staged directory into place. Without ``force`` an existing target is
-    an error (rename onto a non-empty directory fails, so a racing export cannot clobber it);
-    with it the old directory is first renamed to a hidden name, then deleted."""
-    fsync_tree(staged)  # a crash right after the rename must not expose empty files
-    old: Path | None = None
-    if target.exists():
-        if not force:
-            raise MobileExportError(f"{target} already exists; pass --force to rebuild it")
-        old = target.parent / f".replaced-{target.name}-{uuid.uuid4().hex[:12]}"
-        os.rename(target, old)
-    try:
-        os.rename(staged, target)
-    except OSError as exc:
-        raise MobileExportError(
-            f"{target}: could not publish ({exc}); another export won the race?"
-        ) from exc
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 # ----- the whole export ------------------------------------------------------------------------
 
 
@@ -301,7 +231,8 @@ def build_mobile(
     threshold fails, so a refusal comes with every figure, not just the first problem.
     """
     _require_tools()
-    from export import mobile_coreml, mobile_tflite
+    from export.mobile import coreml as mobile_coreml
+    from export.mobile import tflite as mobile_tflite
 
     version, saved_model_dir = resolve_version(options.repo, options.model_name, options.version)
     target = mobile_dir(options.repo, options.model_name) / str(version)
@@ -321,7 +252,10 @@ def build_mobile(
     reference = reference_scores(saved_model_dir, test_set.images)
     reference_accuracy = float(np.mean(np.argmax(reference, axis=1) == test_set.labels))
 
-    with staging(target.parent, version) as staged:
+    area = StagingArea(target.parent)
+    area.clean_stale_staging()  # debris of exports that died mid-build
+    # Created mobile/ and mobile/<model>/ are pruned again if nothing gets published.
+    with area.staging(prune_created_parents=2) as staged:
         tflite_results = []
         for key, quantization, thresholds in (
             ("float32", mobile_tflite.FLOAT32, options.float32_thresholds),
@@ -371,98 +305,18 @@ def build_mobile(
                 "published:\n  - " + "\n  - ".join(report.failures)
             )
         report.write(staged)
-        publish(staged, target, options.force)
+        _publish(area, staged, target, options.force)
     return MobileResult(report=report, path=target)
 
 
-# ----- command line ----------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument(
-        "--repo", type=Path, default=Path("models"), help="model repository root (default: models)"
-    )
-    parser.add_argument("--model-name", default="mnist", help="model name (default: mnist)")
-    parser.add_argument(
-        "--version", type=int, default=None, help="published version (default: the newest)"
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="MNIST IDX directory (default: data/mnist)"
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="evaluate on the first N test images only (a sample; default: all 10,000)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=1,
-        help="LiteRT parity batch size (default 1, as an app runs)",
-    )
-    parser.add_argument("--coreml-precision", choices=("fp16", "fp32"), default="fp16")
-    parser.add_argument(
-        "--force", action="store_true", help="replace an existing mobile/<model>/<version>/"
-    )
-    parser.set_defaults(func=run_command)
-    return parser
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Hook for `python -m export`'s subcommand parser."""
-    parser = subparsers.add_parser(
-        "mobile",
-        help="TF Lite + Core ML artefacts of a version, with parity against the SavedModel",
-        description=(
-            "Write a float32 and a dynamic-range int8 .tflite and a Core ML .mlpackage of a "
-            "published version under <repo>/mobile/<model>/<version>/, after checking them "
-            "against the SavedModel on the official test set."
-        ),
-    )
-    return add_arguments(parser)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    options = MobileOptions(
-        repo=args.repo,
-        model_name=args.model_name,
-        version=args.version,
-        data_dir=args.data_dir,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        coreml_precision=args.coreml_precision,
-        force=args.force,
-    )
-    if options.batch_size < 1:
-        print(
-            f"export mobile: --batch-size must be >= 1, got {options.batch_size}", file=sys.stderr
-        )
-        return 2
-
-    def log(message: str) -> None:
-        print(f"export mobile: {message}", file=sys.stderr, flush=True)
-
-    def show(table: str) -> None:
-        print(table, flush=True)  # the figures go to stdout, progress to stderr
-
+def _publish(area: StagingArea, staged: Path, target: Path, force: bool) -> None:
+    """rename(2) into place; with ``force`` an existing directory is replaced (renamed to a
+    hidden name first, then deleted), without it a racing export cannot be clobbered."""
     try:
-        result = build_mobile(options, log, show)
-    except MobileExportError as exc:
-        print(f"export mobile: REFUSED: {exc}", file=sys.stderr, flush=True)
-        return 1
-    print(f"published {result.path}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = add_arguments(
-        argparse.ArgumentParser(prog="python -m export mobile", description=__doc__)
-    )
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        area.publish(staged, target, replace=force)
+    except TargetExists:
+        raise MobileExportError(f"{target} already exists; pass --force to rebuild it") from None
+    except OSError as exc:
+        raise MobileExportError(
+            f"{target}: could not publish ({exc}); another export won the race?"
+        ) from exc

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.mobile_report import MobileExportError, ParityThresholds, TFLiteParity
+from export.mobile.report import MobileExportError, ParityThresholds, TFLiteParity
 
 FLOAT32 = "float32"
 INT8_DYNAMIC = "dynamic_range_int8"
