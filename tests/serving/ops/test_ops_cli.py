@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from serving.backends.record import RunDir, ServerRecord
 from serving.cli import EXIT_ERROR, EXIT_NOT_SERVING, main
 from serving.modelserver.process import free_port
+
+PROJECT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -48,16 +53,52 @@ def test_repository_that_is_a_file(run_dir, tmp_path, capsys):
     assert not_a_dir.read_text() == "oops"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
-def test_unreadable_repository(run_dir, tmp_path, capsys):
-    locked = tmp_path / "models"
-    locked.mkdir()
-    locked.chmod(0)
-    try:
-        assert serve(run_dir, "--repo", str(locked)) == EXIT_ERROR
-    finally:
-        locked.chmod(0o755)
-    assert "is not readable" in capsys.readouterr().err
+NOBODY = 65534  # the conventional unprivileged uid/gid
+
+
+def _as_unprivileged() -> list[str]:
+    """A command prefix that drops root to NOBODY (root reads every directory, and CI runs as
+    root); empty when the tests already run unprivileged."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and util-linux's setpriv is not installed")
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def test_unreadable_repository():
+    """`serve` as a user who may not read the repository: refused, nothing written."""
+    prefix = _as_unprivileged()
+    # Not under tmp_path: pytest's base temp dir is private to its owner (0700), and the
+    # unprivileged user must get as far as the repository itself.
+    with tempfile.TemporaryDirectory(prefix="ops-unreadable-") as scratch:
+        root = Path(scratch)
+        root.chmod(0o755)
+        locked = root / "models"
+        (locked / "mnist" / "1").mkdir(parents=True)
+        locked.chmod(0)
+        run_dir = root / "run"
+        run_dir.mkdir(mode=0o777)
+        run_dir.chmod(0o777)  # writable for the child: a wrong refusal would show up in it
+        ports = ("--grpc-port", str(free_port()), "--rest-port", str(free_port()))
+        try:
+            proc = subprocess.run(
+                [*prefix, sys.executable, "-m", "serving", "up", "--run-dir", str(run_dir),
+                 "--server", "embedded", "--repo", str(locked), *ports],
+                cwd=PROJECT,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )  # fmt: skip
+        finally:
+            locked.chmod(0o755)
+        assert proc.returncode == EXIT_ERROR, proc.stdout + proc.stderr
+        assert f"model repository {locked} is not readable (check its permissions)" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert list(run_dir.iterdir()) == []  # no record, no pid file, no config
+        assert (locked / "mnist" / "1").is_dir()  # the repository is untouched
 
 
 def test_empty_repository_without_export(run_dir, tmp_path, capsys):

@@ -33,11 +33,13 @@ LOAD_TIME_LIMIT_S = 150.0
 PHASE_MIN_S = 0.5
 
 
-@pytest.fixture(scope="module")
-def server(tiny_mnist_repo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ops_rollout")
-    repo = copy_repo(tiny_mnist_repo, root / "models")
-    run_dir = RunDir(root / "run")
+@pytest.fixture
+def fresh_server(tiny_mnist_repo, tmp_path):
+    """A server of its own for each test (a start takes seconds): a private copy of the tiny
+    repository with version 1 only, no rollout begun ('latest' policy). No test sees what
+    another one published, pinned or rolled out, so each passes alone and in any order."""
+    repo = copy_repo(tiny_mnist_repo, tmp_path / "models")
+    run_dir = RunDir(tmp_path / "run")
     opts = UpOptions(
         repo=repo, server="embedded", grpc_port=free_port(), rest_port=free_port(),
         run_dir=run_dir, export_if_empty=False, timeout_s=120,
@@ -47,6 +49,20 @@ def server(tiny_mnist_repo, tmp_path_factory):
         yield {"repo": repo, "run_dir": run_dir, "record": record}
     finally:
         down(run_dir, say=lambda _: None)
+
+
+@pytest.fixture
+def server(fresh_server):
+    """A fresh server where the rollout has begun: version 1 pinned as stable (no canary)."""
+    record, run_dir = fresh_server["record"], fresh_server["run_dir"]
+    Rollout(record, run_dir, say=lambda _: None, timeout_s=120).pin(1)
+    assert labels_now(record) == {"stable": 1, "canary": 1}
+    assert read_state(fresh_server["repo"]) == {
+        "stable": 1,
+        "previous_stable": None,
+        "canary": None,
+    }
+    return fresh_server
 
 
 @dataclass
@@ -111,11 +127,11 @@ def labels_now(record) -> dict[str, int]:
         return {label: control.resolve_label("mnist", label) for label in ("stable", "canary")}
 
 
-def test_canary_promote_rollback_under_load(server, tiny_mnist_repo):
-    record, repo, run_dir = server["record"], server["repo"], server["run_dir"]
+def test_canary_promote_rollback_under_load(fresh_server, tiny_mnist_repo):
+    record, repo, run_dir = fresh_server["record"], fresh_server["repo"], fresh_server["run_dir"]
     log: list[str] = []
     rollout = Rollout(record, run_dir, say=log.append, timeout_s=120)
-    rollout.pin()
+    rollout.pin()  # from the 'latest' policy: what serves now (1) becomes stable
     initial = labels_now(record)
     assert initial == {"stable": 1, "canary": 1}
 

@@ -7,8 +7,11 @@ and every backend passes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from serving_helpers import Predictor, copy_repo, predict_request, publish_copy, write_state
@@ -20,9 +23,10 @@ from serving.modelserver.process import free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def served(tiny_mnist_repo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ops_serve")
+@contextlib.contextmanager
+def labelled_server(tiny_mnist_repo, root: Path) -> Iterator[dict]:
+    """`up` from a repository with versions 1 and 2 and the rollout state stable 1, canary 2;
+    `down` when the block ends (a no-op if the test stopped the server itself)."""
     repo = copy_repo(tiny_mnist_repo, root / "models")
     assert publish_copy(repo) == 2
     write_state(repo, stable=1, canary=2)
@@ -40,6 +44,20 @@ def served(tiny_mnist_repo, tmp_path_factory):
         yield {"repo": repo, "run_dir": run_dir, "record": record, "argv": argv}
     finally:
         main(["down", *argv])
+
+
+@pytest.fixture(scope="module")
+def served(tiny_mnist_repo, tmp_path_factory):
+    """Shared by the tests that leave the server as they found it (they only read, or are
+    refused); a test that stops or changes the server gets its own (own_server)."""
+    with labelled_server(tiny_mnist_repo, tmp_path_factory.mktemp("ops_serve")) as server:
+        yield server
+
+
+@pytest.fixture
+def own_server(tiny_mnist_repo, tmp_path):
+    with labelled_server(tiny_mnist_repo, tmp_path) as server:
+        yield server
 
 
 def test_cold_start_from_a_labelled_config(served, tiny_mnist_repo):
@@ -91,14 +109,16 @@ def test_ports_of_a_running_server_are_refused(served, tmp_path, capsys):
     assert main(["status", *served["argv"]]) == 0  # the running one is untouched
 
 
-def test_down_stops_and_status_says_so(served, capsys):
-    # Runs last in this module (pytest keeps file order): stop, then the fixture's down is a no-op.
-    argv = served["argv"]
-    pid = served["record"].pid
+def test_down_stops_and_status_says_so(own_server, capsys):
+    argv = own_server["argv"]
+    pid = own_server["record"].pid
+    assert main(["status", *argv]) == 0
+    capsys.readouterr()
     assert main(["down", *argv]) == 0
     assert "stopped the embedded server" in capsys.readouterr().out
     assert main(["status", *argv]) == EXIT_NOT_SERVING
-    assert not served["run_dir"].pid_file.exists()
+    assert not own_server["run_dir"].pid_file.exists()
+    assert not own_server["run_dir"].record_file.exists()
     from serving.backends.embedded import pid_state
 
     assert pid_state(pid) != "running"
