@@ -11,6 +11,8 @@ Rules (why each exists):
   both are non-numeric (invisible to servers) and the next publish removes them.
 - Published versions are immutable; deletion (retention) renames a version to a hidden name
   first, so a server never sees half a version.
+- One staging/publish helper, :class:`StagingArea`, builds and renames both versions and the
+  derived mobile artefacts (``<root>/mobile/<model_name>/<version>/``, export.mobile).
 The repository is meant for a local filesystem: ownership of debris is judged by process id.
 """
 

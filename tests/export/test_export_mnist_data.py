@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import http.server
 import shutil
 import struct
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +13,12 @@ import pytest
 from export.mnist_data import (
     CHECKSUM_FILE,
     DEFAULT_DATA_DIR,
+    DEFAULT_MIRRORS,
     EXPECTED_LAYOUTS,
     TEST_LABELS,
     MnistDataError,
     load_mnist,
+    mirrors_from_env,
     parse_idx,
     read_idx_file,
     to_model_input,
@@ -126,31 +125,6 @@ def test_malformed_checksum_file(tmp_path: Path) -> None:
         load_mnist(data_dir)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP server serving a directory; yields (base URL, directory)."""
-    root = tmp_path / "mirror"
-    root.mkdir()
-
-    def handler(*args, **kwargs):
-        return _QuietHandler(*args, directory=str(root), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def test_fetch_from_mirror(tmp_path: Path, mirror: tuple[str, Path]) -> None:
     url, root = mirror
     for name in EXPECTED_LAYOUTS:
@@ -180,3 +154,30 @@ def test_fetch_skips_a_bad_mirror_and_refuses_wrong_bytes(
 
     shutil.copy(DEFAULT_DATA_DIR / f"{TEST_LABELS}.gz", root / f"{TEST_LABELS}.gz")
     assert load_mnist(data_dir, fetch=True, mirrors=[dead, url]).test_labels.shape == (10000,)
+
+
+def test_mnist_mirrors_environment_variable_names_the_mirrors(
+    tmp_path: Path, mirror_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mirrors passed: MNIST_MIRRORS (comma-separated, spaces allowed) decides, in order."""
+    url = mirror_server.url
+    for name in EXPECTED_LAYOUTS:
+        shutil.copy(DEFAULT_DATA_DIR / f"{name}.gz", mirror_server.root / f"{name}.gz")
+    dead = "http://127.0.0.1:9/"
+    monkeypatch.setenv("MNIST_MIRRORS", f" {dead} , {url} ,")
+    assert mirrors_from_env() == (dead, url)
+    data = load_mnist(tmp_path / "fresh", fetch=True)
+    assert data.test_labels.shape == (10000,)
+    assert sorted(mirror_server.requested) == sorted(f"/{name}.gz" for name in EXPECTED_LAYOUTS)
+
+    monkeypatch.setenv("MNIST_MIRRORS", dead)  # only a dead mirror: it is the one named
+    with pytest.raises(MnistDataError, match="no mirror served") as info:
+        load_mnist(tmp_path / "again", fetch=True)
+    assert dead in str(info.value) and url not in str(info.value)
+
+
+def test_without_mnist_mirrors_the_public_mirrors_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MNIST_MIRRORS", raising=False)
+    assert mirrors_from_env() == DEFAULT_MIRRORS
+    monkeypatch.setenv("MNIST_MIRRORS", "  ")
+    assert mirrors_from_env() == DEFAULT_MIRRORS
