@@ -88,6 +88,9 @@ class RestClient(PredictionClient):
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         session.verify = verify
+        # Passed again on every request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+        # override Session.verify, which would silently ignore an explicit CA file.
+        self._verify = verify
         if cert is not None:
             session.cert = cert
         session.headers.update({"Content-Type": "application/json", **(headers or {})})
@@ -110,7 +113,9 @@ class RestClient(PredictionClient):
         data = None if body is None else encode_json(body)
         timeout_s = self._time_left(deadline)  # what is left after encoding the body
         try:
-            response = self.session.request(method, url, data=data, timeout=(timeout_s, timeout_s))
+            response = self.session.request(
+                method, url, data=data, timeout=(timeout_s, timeout_s), verify=self._verify
+            )
         except requests.exceptions.ConnectTimeout as exc:  # nothing was sent: safe to retry
             raise Unavailable(
                 f"connect to {self.base_url} timed out: {exc}", code="UNAVAILABLE", transport="rest"

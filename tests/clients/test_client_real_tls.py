@@ -120,7 +120,8 @@ class TlsTerminator:
 
 @pytest.fixture(autouse=True)
 def no_ca_bundle_from_the_environment(monkeypatch):
-    """requests lets these override a Session's own ``verify`` (see the xfail test below);
+    """requests lets these override a Session's own ``verify`` (the client passes it per request, see
+    test_cli_ca_cert_wins_over_requests_ca_bundle);
     the tests here are about the CLI's --ca-cert, so the machine's settings stay out."""
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
@@ -191,12 +192,6 @@ def test_cli_predict_over_tls_with_ca_cert(
     assert proxy.handshakes > before  # the answer really came through TLS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, clients/rest_client.py: requests lets REQUESTS_CA_BUNDLE (set on many "
-    "machines and CI images) override Session.verify, so --ca-cert is ignored for https://; "
-    "the fix is to pass verify= on each request",
-)
 def test_cli_ca_cert_wins_over_requests_ca_bundle(tls_targets, certs, monkeypatch, capsys):
     target, _ = tls_targets["rest"]
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs["other"]))  # a bundle without our CA
