@@ -68,6 +68,8 @@ class ManagerOptions:
     num_request_iterations_for_warmup: int = 1
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: tuple[str, ...] = ("serve",)
+    # The ConfigProto every Session gets (session_config.build); None: TensorFlow's defaults.
+    session_config: Any = None
 
 
 @dataclass
@@ -267,7 +269,9 @@ class ModelManager:
     def load_version(self, name: str, version: int, path: str) -> Servable:
         start = time.monotonic()
         try:
-            servable = Servable.load(name, version, path, self.options.saved_model_tags)
+            servable = Servable.load(
+                name, version, path, self.options.saved_model_tags, self.options.session_config
+            )
         except Exception:
             if self.metrics is not None:
                 self.metrics.record_model_load(

@@ -4,8 +4,9 @@ to run them.
 Signatures are read from ``saved_model.pb`` itself, not from the loaded object, because the
 MetaGraphDef carries what TF Serving reports and checks: input/output TensorInfo (graph tensor
 name, dtype, shape) and the method name (TF2's saver writes ``tensorflow/serving/predict``; an
-exporter may rewrite it to ``.../classify``). ``run`` is synchronous and thread-safe; callers
-run it off the event loop (TensorFlow releases the GIL while it computes).
+exporter may rewrite it to ``.../classify``). The version itself runs in a TF1 Session
+(``session_runtime``), as TF Serving runs every SavedModel. ``run`` is synchronous and
+thread-safe; callers run it off the event loop (TensorFlow releases the GIL while it computes).
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from clients import wire
+from clients import codec, wire
 from clients.wire import DataType
 from serving.modelserver import errors
+from serving.modelserver.session_runtime import SessionBundle
 from serving.modelserver.types import SignatureInfo, TensorSpec
-
-
-def _tf():
-    import tensorflow as tf  # imported lazily: ~2.5 s, only needed once a model loads
-
-    return tf
 
 
 def read_meta_graph(export_dir: str, tags: Sequence[str]):
@@ -84,10 +80,6 @@ def signature_infos(meta) -> dict[str, SignatureInfo]:
     return out
 
 
-def _shape_text(shape: Sequence[int] | None) -> str:
-    return "<unknown>" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
-
-
 @dataclass
 class Servable:
     """A loaded version. ``batch_queues`` is filled lazily by the data plane."""
@@ -97,44 +89,78 @@ class Servable:
     path: str
     signatures: dict[str, SignatureInfo]
     signature_def_map: Any  # get_model_metadata_pb2.SignatureDefMap
-    _functions: dict[str, Any] = field(repr=False, default_factory=dict)
-    _loaded: Any = field(repr=False, default=None)
+    _bundle: SessionBundle | None = field(repr=False, default=None)
+    # Per signature: alias -> the SignatureDef's default value (TF Serving feeds it when a
+    # request leaves that input out).
+    _defaults: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
     batch_queues: dict[str, Any] = field(default_factory=dict, repr=False)
     _check_cache: dict[str, list] = field(default_factory=dict, repr=False)
     load_seconds: float = 0.0
 
     @classmethod
-    def load(cls, model_name: str, version: int, path: str, tags: Sequence[str] = ("serve",)):
+    def load(
+        cls,
+        model_name: str,
+        version: int,
+        path: str,
+        tags: Sequence[str] = ("serve",),
+        session_config: Any = None,
+    ):
+        """Load ``path`` into its own Session (``session_runtime``), TF1 and TF2 alike.
+
+        ``session_config`` is the server's ConfigProto (``session_config.build``)."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         start = time.monotonic()
         meta = read_meta_graph(path, tags)
-        tf = _tf()
-        try:
-            loaded = tf.saved_model.load(path, tags=list(tags))
-        except Exception as exc:
-            raise errors.Unknown(f"Failed to load SavedModel at {path}: {exc}") from None
+        bundle = SessionBundle.load(path, tags, session_config)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
+        defaults: dict[str, dict[str, np.ndarray]] = {}
         for key, sig in meta.signature_def.items():
             sig_map.signature_def[key].CopyFrom(sig)
-        functions = {k: loaded.signatures[k] for k in loaded.signatures.keys()}  # noqa: SIM118
+            if sig.defaults:
+                try:
+                    defaults[key] = {
+                        alias: codec.tensor_proto_to_ndarray(proto)
+                        for alias, proto in sig.defaults.items()
+                    }
+                except Exception as exc:
+                    bundle.close()
+                    raise errors.InvalidArgument(
+                        f"tensor parsing error: default of signature {key}: {exc}"
+                    ) from None
         return cls(
             model_name=model_name,
             version=version,
             path=path,
             signatures=signature_infos(meta),
             signature_def_map=sig_map,
-            _functions=functions,
-            _loaded=loaded,
+            _bundle=bundle,
+            _defaults=defaults,
             load_seconds=time.monotonic() - start,
         )
 
+    def close(self) -> None:
+        """Free the Session at once (for one-shot users; the server drops its reference)."""
+        if self._bundle is not None:
+            self._bundle.close()
+
     # -- validation ------------------------------------------------------------------------
     def check_inputs(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> None:
-        """predict_util.cc's input-set check, then dtype and shape against the signature."""
+        """TF Serving's input checks (see ``prepare_inputs``), without filling defaults."""
+        self.prepare_inputs(signature_name, inputs)
+
+    def prepare_inputs(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """predict_util.cc + saved_model/util.cc ``GetInputValues``: the number of inputs
+        (fewer only when the SignatureDef has defaults), every alias known or defaulted, then
+        this server's dtype check (TF Serving's wording). Shapes are left to the runtime, as
+        in TF Serving. Returns the inputs with the signature's defaults filled in."""
         sig = self.signatures[signature_name]
+        defaults = self._defaults.get(signature_name, {})
         sent, wanted = set(inputs), set(sig.inputs)
-        if sent != wanted:
+        if len(sent) > len(wanted) or (len(sent) < len(wanted) and not defaults):
             extra = sorted(sent - wanted)
             missing = sorted(wanted - sent)
             raise errors.InvalidArgument(
@@ -143,26 +169,37 @@ class Servable:
                 f"Sent extra: {{{','.join(extra)}}}. Missing but required: "
                 f"{{{','.join(missing)}}}."
             )
+        full = dict(inputs)
+        for alias in sorted(wanted - sent):
+            if alias not in defaults:
+                raise errors.InvalidArgument(
+                    f"Signature input alias: {alias}(feed name: {sig.inputs[alias].name}) not "
+                    "found in request and no default value provided. Inputs expected to be in "
+                    f"the request {{{','.join(sorted(sent))}}}, or default input alias set: "
+                    f"{','.join(sorted(defaults))}"
+                )
+            full[alias] = defaults[alias]
+        if sent - wanted:  # as many inputs as the signature, but some under unknown names
+            raise errors.InvalidArgument(
+                "Inputs contains invalid name. Used request inputs: "
+                f"{','.join(sorted(sent & wanted))}, request input: {','.join(sorted(sent))}"
+            )
         for index, alias, spec, native in self._input_checks(signature_name):
-            arr = inputs[alias]
+            arr = full[alias]
             if native is not None and arr.dtype == native:  # the usual case: no lookup
-                got = spec.dtype
-            else:
+                continue
+            try:
                 got = int(wire.data_type_of(arr.dtype))
+            except Exception:
+                got = -1
             if got != spec.dtype:
+                # The C runtime would say "Type mismatch: actual int32 vs. expect float";
+                # TF Serving answers with the executor's wording, kept here.
                 raise errors.InvalidArgument(
                     f"Expects arg[{index}] to be {wire.dtype_word(spec.dtype)} but "
-                    f"{wire.dtype_word(got)} is provided"
+                    f"{wire.dtype_word(got) if got >= 0 else str(arr.dtype)} is provided"
                 )
-            if spec.shape is not None:
-                ok = len(spec.shape) == arr.ndim and all(
-                    d < 0 or d == n for d, n in zip(spec.shape, arr.shape, strict=True)
-                )
-                if not ok:
-                    raise errors.InvalidArgument(
-                        f"The shape of input '{alias}' is {_shape_text(arr.shape)}, which is "
-                        f"incompatible with the signature's shape {_shape_text(spec.shape)}"
-                    )
+        return full
 
     def _input_checks(self, signature_name: str) -> list[tuple[int, str, TensorSpec, Any]]:
         """Per signature, computed once: (arg index, alias, spec, numpy dtype of the spec or
@@ -173,8 +210,7 @@ class Servable:
             specs = sorted(self.signatures[signature_name].inputs.items())
             for index, (alias, spec) in enumerate(specs):
                 try:
-                    string = spec.dtype == DataType.DT_STRING
-                    native = None if string else wire.numpy_dtype(spec.dtype)
+                    native = None if spec.dtype == DataType.DT_STRING else wire.numpy_dtype(spec.dtype)
                 except Exception:  # a dtype the codec does not map: always take the slow path
                     native = None
                 checks.append((index, alias, spec, native))
@@ -199,29 +235,37 @@ class Servable:
             out[alias] = np.empty(shape, dtype=dt)
         return out
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one signature on already validated inputs. Thread-safe; blocks."""
-        fn = self._functions.get(signature_name)
-        if fn is None:
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Run one signature on checked inputs: the SignatureDef's input tensors are fed
+        (defaults where an input is left out), ``outputs`` (default: all) are fetched by their
+        graph names. Thread-safe; blocks."""
+        sig = self.signatures.get(signature_name)
+        if sig is None or self._bundle is None:
             raise errors.FailedPrecondition(f"Serving signature key \"{signature_name}\" not found.")
-        tf = _tf()
-        feed = {}
-        for alias, arr in inputs.items():
-            if arr.dtype == object:
-                feed[alias] = tf.constant(arr.tolist() if arr.ndim else arr.item(), dtype=tf.string)
-            else:
-                feed[alias] = tf.convert_to_tensor(arr)
-        try:
-            result = fn(**feed)
-        except tf.errors.OpError as exc:
-            raise errors.ServingError(exc.message, errors.Code(exc.error_code)) from None
-        except (TypeError, ValueError) as exc:
-            raise errors.InvalidArgument(str(exc)) from None
-        return {k: _to_numpy(v) for k, v in result.items()}
+        defaults = self._defaults.get(signature_name, {})
+        feeds = []
+        for alias, spec in sorted(sig.inputs.items()):
+            arr = inputs.get(alias)
+            if arr is None:
+                arr = defaults.get(alias)
+                if arr is None:
+                    raise errors.InvalidArgument(
+                        f"Signature input alias: {alias}(feed name: {spec.name}) not found in "
+                        "request and no default value provided."
+                    )
+            feeds.append((spec.name, arr))
+        aliases = list(outputs) or list(sig.outputs)
+        fetches = [sig.outputs[a].name for a in aliases]
+        results = self._bundle.run(feeds, fetches)
+        return {alias: _as_output(value) for alias, value in zip(aliases, results, strict=True)}
 
 
-def _to_numpy(tensor) -> np.ndarray:
-    arr = tensor.numpy()
-    if arr.dtype.kind in "SU":  # TF hands back fixed-width bytes only for scalars' .numpy()
-        arr = arr.astype(object)
-    return arr if isinstance(arr, np.ndarray) else np.asarray(arr)
+def _as_output(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind in "SU":  # fixed-width bytes from a scalar string: the codec wants objects
+        return arr.astype(object)
+    return arr

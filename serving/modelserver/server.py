@@ -93,23 +93,13 @@ def validate_flags(flags: ServerFlags) -> None:
                 "server_options.enable_batching to true."
             )
         )
-    if (
-        flags.tensorflow_session_parallelism > 0
-        and flags.tensorflow_intra_op_parallelism > 0
-        and flags.tensorflow_inter_op_parallelism > 0
-    ):
-        raise StartupError(
-            errors.InvalidArgument(
-                "Either configure server_options.tensorflow_session_parallelism or "
-                "(server_options.tensorflow_intra_op_parallelism, "
-                "server_options.tensorflow_inter_op_parallelism). Both cannot be set."
-            )
-        )
-    if flags.grpc_socket_path or flags.ssl_config_file or flags.use_alts_credentials:
+    if flags.use_alts_credentials:
+        # ALTS needs the handshaker service of Google Cloud's own VMs; grpcio's ALTS server
+        # credentials cannot complete a handshake anywhere else.
         raise StartupError(
             errors.Unimplemented(
-                "--grpc_socket_path, --ssl_config_file and --use_alts_credentials are not "
-                "supported by the embedded server"
+                "--use_alts_credentials is not supported by the embedded server: ALTS needs "
+                "Google Cloud's ALTS handshaker service; use --ssl_config_file for TLS"
             )
         )
 
@@ -119,10 +109,12 @@ class LoadedConfig:
     model_config: object
     batching: object | None
     prometheus: object
+    session_config: object = None  # tensorflow ConfigProto shared by every model Session
+    tls: object = None  # grpc_security.TlsSettings from --ssl_config_file, or None
 
 
 def read_configs(flags: ServerFlags) -> LoadedConfig:
-    from serving.modelserver import config
+    from serving.modelserver import config, grpc_security, session_config
 
     try:
         if flags.model_config_file:
@@ -134,28 +126,17 @@ def read_configs(flags: ServerFlags) -> LoadedConfig:
             if flags.enable_batching
             else None
         )
+        # server.cc reads the session config after the model and batching configs.
+        session = session_config.build(session_config.SessionFlags.from_flags(flags))
         prometheus = config.read_monitoring_config(flags.monitoring_config_file)
+        # TF Serving parses the SSL file only when it opens the listeners, after the models
+        # loaded (and aborts on a bad one); reading it here fails just as surely, sooner.
+        tls = grpc_security.read_ssl_config(flags.ssl_config_file) if flags.ssl_config_file else None
     except config.ConfigError as exc:
         raise StartupError(exc, exc.detail) from None
     except errors.ServingError as exc:
         raise StartupError(exc) from None
-    return LoadedConfig(model_config, batching, prometheus)
-
-
-def _configure_tf_threads(flags: ServerFlags) -> None:
-    """--tensorflow_session_parallelism / _intra_op_ / _inter_op_ (0 = TensorFlow's choice).
-
-    Must run before TensorFlow executes its first op, hence before any model loads."""
-    intra = flags.tensorflow_intra_op_parallelism or flags.tensorflow_session_parallelism
-    inter = flags.tensorflow_inter_op_parallelism or flags.tensorflow_session_parallelism
-    if intra <= 0 and inter <= 0:
-        return
-    import tensorflow as tf
-
-    if intra > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter > 0:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return LoadedConfig(model_config, batching, prometheus, session, tls)
 
 
 class ModelServer:
@@ -165,10 +146,12 @@ class ModelServer:
         self.flags = flags
         self.configs = configs
         self.grpc_port: int | None = None
+        self.health = None
         self.rest_port: int | None = None
         self._stop = asyncio.Event()
 
     async def _build(self):
+        from serving.modelserver import session_config
         from serving.modelserver.batching import BatchScheduler
         from serving.modelserver.dataplane import ServingDataPlane
         from serving.modelserver.manager import ManagerOptions, ModelManager
@@ -176,7 +159,7 @@ class ModelServer:
 
         f = self.flags
         cpus = os.cpu_count() or 1
-        _configure_tf_threads(f)
+        session_config.apply_to_eager_context(self.configs.session_config)
         self.metrics = Metrics()
         self.infer_executor = ThreadPoolExecutor(
             max_workers=max(4, 2 * cpus), thread_name_prefix="inference"
@@ -194,6 +177,7 @@ class ModelServer:
                 f.allow_version_labels_for_unavailable_models
             ),
             saved_model_tags=tuple(t for t in f.saved_model_tags.split(",") if t),
+            session_config=self.configs.session_config,
         )
         self.manager = ModelManager(options, self.load_executor, self.metrics)
         scheduler = None
@@ -246,6 +230,8 @@ class ModelServer:
         grace = max(0.0, self.flags.shutdown_grace_seconds)
         if config_poll is not None:
             config_poll.cancel()
+        if self.health is not None:
+            await self.health.shutdown()
         stops = [grpc_server.stop(grace)]
         if runner is not None:
             stops.append(runner.cleanup())
@@ -257,9 +243,13 @@ class ModelServer:
         return 0
 
     async def _start_grpc(self):
+        """server.cc: a TCP listener unless ``--port=0``, a Unix-socket listener when
+        ``--grpc_socket_path`` is set, both with the same credentials; the health service
+        when asked for."""
         import grpc
 
-        from serving.modelserver import grpc_api
+        from serving.modelserver import grpc_api, grpc_security
+        from serving.modelserver.health import HealthService
 
         f = self.flags
         server = grpc.aio.server(
@@ -271,24 +261,50 @@ class ModelServer:
             self.metrics,
             tensor_content=f.enable_serialization_as_tensor_content,
         )
-        if f.enable_grpc_healthcheck_service:
-            log.warning("--enable_grpc_healthcheck_service is not supported; ignored")
-        address = f"{f.bind_address}:{f.port}"
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            port = 0
-            log.error("%s", exc)
-        if not port:
-            print(
-                f"Failed to start server. Error: UNKNOWN: Failed to bind to address {address}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
+        self.health = HealthService() if f.enable_grpc_healthcheck_service else None
+        if self.health is not None:
+            self.health.add_to(server)
+        tls = self.configs.tls
+        if tls is None:
+            log.info("Using InsecureServerCredentials")
+        else:
+            log.info("Using SSL credentials")
+        addresses = []
+        if f.port != 0:
+            addresses.append(f"{f.bind_address}:{f.port}")
+        if f.grpc_socket_path:
+            addresses.append(f"unix:{f.grpc_socket_path}")
+        for address in addresses:
+            try:
+                if tls is None:
+                    port = server.add_insecure_port(address)
+                else:
+                    port = server.add_secure_port(
+                        address, grpc_security.server_credentials(tls)
+                    )
+            except RuntimeError as exc:
+                port = 0
+                log.error("%s", exc)
+            if not port:
+                # With TLS the usual cause is a key or certificate gRPC cannot use (it logs
+                # why); TF Serving's BuildAndStart then fails as a whole.
+                detail = (
+                    "Failed to BuildAndStart gRPC server"
+                    if tls is not None
+                    else f"Failed to bind to address {address}"
+                )
+                code = "INVALID_ARGUMENT" if tls is not None else "UNKNOWN"
+                print(f"Failed to start server. Error: {code}: {detail}", file=sys.stderr, flush=True)
+                return None
+            if not address.startswith("unix:"):
+                self.grpc_port = port
         await server.start()
-        self.grpc_port = port
-        log.info("Running gRPC ModelServer at %s:%d ...", f.bind_address, port)
+        if self.health is not None:
+            await self.health.mark_serving()
+        if f.port != 0:
+            log.info("Running gRPC ModelServer at %s:%d ...", f.bind_address, self.grpc_port)
+        if f.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", f.grpc_socket_path)
         return server
 
     async def _start_rest(self):

@@ -1,6 +1,6 @@
 """TF Serving config messages that ``tensorflow-serving-api`` does not ship.
 
-``MonitoringConfig``/``PrometheusConfig`` and ``BatchingParameters`` are defined here with
+``MonitoringConfig``/``PrometheusConfig``, ``BatchingParameters`` and ``SSLConfig`` are defined here with
 TF Serving's full names (``tensorflow.serving.*``), field names and numbers, so
 ``google.protobuf.text_format`` parses the same files that ``tensorflow_model_server`` reads.
 The ``.proto`` files beside this module document the schema; the descriptors are built in
@@ -32,6 +32,7 @@ def _build() -> None:
     try:  # already registered (module reloaded, or another copy built it)
         _POOL.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
         _POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+        _POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig")
         return
     except KeyError:
         pass
@@ -73,8 +74,22 @@ def _build() -> None:
             _field("max_execution_batch_size", 9, _F.TYPE_MESSAGE, i64),
         ]
     )
+    ssl = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    ssl.message_type.add(name="SSLConfig").field.extend(
+        [
+            _field("server_key", 1, _F.TYPE_STRING),
+            _field("server_cert", 2, _F.TYPE_STRING),
+            _field("custom_ca", 3, _F.TYPE_STRING),
+            _field("client_verify", 4, _F.TYPE_BOOL),
+        ]
+    )
     _POOL.Add(monitoring)
     _POOL.Add(batching)
+    _POOL.Add(ssl)
 
 
 _build()
@@ -89,4 +104,8 @@ BatchingParameters = message_factory.GetMessageClass(
     _POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
 )
 
-__all__ = ["BatchingParameters", "MonitoringConfig", "PrometheusConfig"]
+SSLConfig = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+)
+
+__all__ = ["BatchingParameters", "MonitoringConfig", "PrometheusConfig", "SSLConfig"]
