@@ -144,9 +144,32 @@ def decide(
 def evaluate_saved_model(
     export_dir: Path, test_images: np.ndarray, test_labels: np.ndarray, batch_size: int = 1000
 ) -> Evaluation:
-    """Reload ``export_dir`` and run it: accuracy over the whole test set through
-    ``serving_default``, plus every signature on a few digits (PNG bytes and tf.Examples
-    built from the same pixels), which must agree with the float path."""
+    """Reload ``export_dir`` in a Session, as a model server does, and run it: accuracy over
+    the whole test set through ``serving_default``, plus every signature on a few digits (PNG
+    bytes and tf.Examples built from the same pixels), which must agree with the float path."""
+    import time
+
+    from export.session_load import SessionModel
+
+    start = time.monotonic()
+    try:
+        # The way a model server loads it (a TF1 Session), not tf.saved_model.load: a version
+        # that only the latter accepts would pass here and fail to load when served.
+        model = SessionModel.load(str(export_dir))
+    except Exception as exc:  # a version that does not reload is refused, not a crash
+        return Evaluation(
+            accuracy=0.0,
+            predictions=np.zeros(0, np.int64),
+            signature_errors={"(reload)": f"{type(exc).__name__}: {str(exc)[:300]}"},
+            seconds=time.monotonic() - start,
+        )
+    try:
+        return _evaluate_loaded(model, export_dir, test_images, test_labels, batch_size, start)
+    finally:
+        model.close()
+
+
+def _evaluate_loaded(model, export_dir, test_images, test_labels, batch_size, start) -> Evaluation:
     import time
 
     import tensorflow as tf
@@ -162,44 +185,45 @@ def evaluate_saved_model(
         signature_methods,
     )
 
-    start = time.monotonic()
-    try:
-        loaded = tf.saved_model.load(str(export_dir))
-    except Exception as exc:  # a version that does not reload is refused, not a crash
+    x = to_model_input(test_images)
+    keys = set(model.signature_keys)
+    errors: dict[str, str] = {}
+    if SERVING_DEFAULT not in keys:
         return Evaluation(
             accuracy=0.0,
             predictions=np.zeros(0, np.int64),
-            signature_errors={"(reload)": f"{type(exc).__name__}: {str(exc)[:300]}"},
+            signature_errors={SERVING_DEFAULT: "missing"},
             seconds=time.monotonic() - start,
         )
-    x = to_model_input(test_images)
-    default = loaded.signatures[SERVING_DEFAULT]
-    predictions = np.concatenate(
-        [
-            default(images=tf.constant(x[i : i + batch_size]))["classes"].numpy()
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+    try:
+        predictions = np.concatenate(
+            [
+                model.call(SERVING_DEFAULT, images=x[i : i + batch_size])["classes"]
+                for i in range(0, len(x), batch_size)
+            ]
+        )
+    except Exception as exc:  # the default signature does not run in a Session
+        return Evaluation(
+            accuracy=0.0,
+            predictions=np.zeros(0, np.int64),
+            signature_errors={SERVING_DEFAULT: f"{type(exc).__name__}: {str(exc)[:300]}"},
+            seconds=time.monotonic() - start,
+        )
     accuracy = float(np.mean(predictions == test_labels))
 
-    errors: dict[str, str] = {}
     sample = x[:8]
     expected = predictions[:8]
-    png = [tf.io.encode_png(image[..., None]).numpy() for image in test_images[:8]]
-    examples = [example_bytes(row, CLASSIFY_FEATURE_KEY) for row in sample]
+    png = np.array(
+        [tf.io.encode_png(image[..., None]).numpy() for image in test_images[:8]], dtype=object
+    )
+    examples = np.array([example_bytes(row, CLASSIFY_FEATURE_KEY) for row in sample], dtype=object)
     calls = {
-        SERVING_DEFAULT: lambda: default(images=tf.constant(sample))["classes"].numpy(),
-        PREDICT_IMAGES: lambda: np.argmax(
-            loaded.signatures[PREDICT_IMAGES](images=tf.constant(sample))["scores"].numpy(), 1
-        ),
-        CLASSIFY: lambda: np.argmax(
-            loaded.signatures[CLASSIFY](inputs=tf.constant(examples))["scores"].numpy(), 1
-        ),
-        PREDICT_PNG: lambda: loaded.signatures[PREDICT_PNG](image_bytes=tf.constant(png))[
-            "classes"
-        ].numpy(),
+        SERVING_DEFAULT: lambda: model.call(SERVING_DEFAULT, images=sample)["classes"],
+        PREDICT_IMAGES: lambda: np.argmax(model.call(PREDICT_IMAGES, images=sample)["scores"], 1),
+        CLASSIFY: lambda: np.argmax(model.call(CLASSIFY, inputs=examples)["scores"], 1),
+        PREDICT_PNG: lambda: model.call(PREDICT_PNG, image_bytes=png)["classes"],
     }
-    missing = sorted(set(calls) - set(loaded.signatures.keys()))
+    missing = sorted(set(calls) - keys)
     for name in missing:
         errors[name] = "missing"
     method = signature_methods(export_dir).get(CLASSIFY)

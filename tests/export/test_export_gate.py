@@ -291,6 +291,34 @@ def test_a_version_that_does_not_reload_is_refused(tmp_path: Path) -> None:
     assert not decision.accepted and "(reload)" in decision.reasons[0]
 
 
+def test_a_version_only_tf_saved_model_load_can_run_is_refused(tmp_path: Path) -> None:
+    """A module that tracks a Keras 3 model object (not its plain variables): eager
+    tf.saved_model.load runs it, a Session (how model servers load it) cannot."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from export.gate import evaluate_saved_model
+
+    class TracksKerasModel(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="images")])
+        def serve(self, images):
+            scores = tf.nn.softmax(self.model(images))
+            return {"scores": scores, "classes": tf.argmax(scores, 1)}
+
+    module = TracksKerasModel()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    eager = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    assert eager(images=tf.zeros([2, 784]))["classes"].shape == (2,)
+
+    evaluation = evaluate_saved_model(tmp_path, np.zeros((2, 28, 28), np.uint8), np.zeros(2))
+    assert "Could not find variable" in evaluation.signature_errors["serving_default"]
+    decision = decide(evaluation, "softmax", GateConfig(force=True), None)
+    assert not decision.accepted and "serving_default" in decision.reasons[0]
+
+
 def test_ctrl_c_during_training_publishes_nothing(tmp_path: Path) -> None:
     import signal
     import time
