@@ -102,6 +102,34 @@ def test_unknown_argument_is_printed_and_ignored():
             "server_options.batching_parameters_file is set without setting "
             "server_options.enable_batching to true.",
         ),
+        (
+            [
+                "--model_base_path=/tmp/x",
+                "--tensorflow_session_parallelism=2",
+                "--tensorflow_intra_op_parallelism=2",
+                "--tensorflow_inter_op_parallelism=2",
+            ],
+            "INVALID_ARGUMENT: Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all.",
+        ),
+        (
+            ["--model_base_path=/tmp/x", "--use_alts_credentials", "--ssl_config_file=/tmp/s"],
+            "Either use_alts_credentials must be false or ssl_config_file must be empty.",
+        ),
+        (
+            ["--model_base_path=/tmp/x", "--use_alts_credentials"],
+            "UNIMPLEMENTED: --use_alts_credentials is not supported by the embedded server: ALTS "
+            "needs Google Cloud's ALTS handshaker service; use --ssl_config_file for TLS",
+        ),
+        (
+            ["--model_base_path=/tmp/x", "--tensorflow_session_config_file=/nonexistent/s.config"],
+            "INVALID_ARGUMENT: Invalid protobuf file: '/nonexistent/s.config'",
+        ),
+        (
+            ["--model_base_path=/tmp/x", "--ssl_config_file=/nonexistent/ssl.config"],
+            "INVALID_ARGUMENT: Invalid protobuf file: '/nonexistent/ssl.config'",
+        ),
     ],
 )
 def test_start_up_flag_errors(args, message):
