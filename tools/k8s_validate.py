@@ -409,7 +409,8 @@ def step_of(model_config: str) -> RolloutStep:
 
 
 def expected_server_args() -> list[str]:
-    """Container args: ports, the shared flags for /config, then the Kubernetes thread sizing."""
+    """Container args: ports, the shared flags for /config, then the Kubernetes thread sizing
+    and the health service the gRPC probes call."""
     from serving import config as sc
 
     return [
@@ -419,6 +420,7 @@ def expected_server_args() -> list[str]:
         "--tensorflow_intra_op_parallelism=$(CPU_LIMIT)",
         "--tensorflow_inter_op_parallelism=$(CPU_LIMIT)",
         "--rest_api_num_threads=$(REST_API_NUM_THREADS)",
+        "--enable_grpc_healthcheck_service=true",
     ]
 
 

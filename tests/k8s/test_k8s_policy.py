@@ -142,6 +142,7 @@ def test_args_are_the_shared_flags_plus_ports_and_threads(overlay):
             "--tensorflow_intra_op_parallelism",
             "--tensorflow_inter_op_parallelism",
             "--rest_api_num_threads",
+            "--enable_grpc_healthcheck_service",
         }
         # Labels in a config read cold need this (spec 6.2); the config here has labels.
         assert flag(container, "allow_version_labels_for_unavailable_models") == "true"
@@ -198,8 +199,10 @@ def test_probes_exist_and_point_at_real_ports(overlay):
         startup = container["startupProbe"]
         readiness = container["readinessProbe"]
         liveness = container["livenessProbe"]
-        # no listener until the models are loaded: TCP is a meaningful start signal
-        assert resolve_port(container, startup["tcpSocket"]["port"]) == sc.GRPC_PORT
+        # no listener until the models are loaded; the gRPC health service then says SERVING
+        assert "--enable_grpc_healthcheck_service=true" in container["args"]
+        assert startup["grpc"]["port"] == sc.GRPC_PORT
+        assert startup["grpc"]["service"] in ("", "ModelService", "PredictionService")
         # budget covers TF Serving's 5 load retries 60 s apart plus the load itself
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
         # readiness: metadata needs an AVAILABLE version; status would say 200 regardless
@@ -207,10 +210,8 @@ def test_probes_exist_and_point_at_real_ports(overlay):
         assert resolve_port(container, get["port"]) == sc.REST_PORT
         assert get["path"] == f"/v1/models/{sc.MODEL_NAME}/metadata"
         assert "exec" not in readiness and "exec" not in liveness  # the image has no curl
-        assert resolve_port(container, liveness["tcpSocket"]["port"]) in (
-            sc.GRPC_PORT,
-            sc.REST_PORT,
-        )
+        assert liveness["grpc"]["port"] == sc.GRPC_PORT
+        assert liveness["grpc"]["service"] in ("", "ModelService", "PredictionService")
         # generous: a minute or more of silence before a restart
         assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
         assert liveness["timeoutSeconds"] >= 3

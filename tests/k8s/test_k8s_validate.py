@@ -153,7 +153,7 @@ def test_service_target_port_that_no_pod_exposes(kv, prod):
 
 def test_probe_on_a_port_the_container_lacks(kv, prod):
     container = _find(prod, "Deployment", "mnist")["spec"]["template"]["spec"]["containers"][0]
-    container["livenessProbe"]["tcpSocket"]["port"] = 9000
+    container["livenessProbe"]["grpc"]["port"] = 9000
     errors = kv.reference_errors(prod)
     assert any("livenessProbe port 9000" in e for e in errors), errors
 
