@@ -15,7 +15,11 @@
 #     config/: the checkout has no generated *_pb2.py) with the checkout's
 #     model_servers/test_util/tensorflow_model_server_test_base.py;
 #   * a scratch venv that sees this project's venv (TensorFlow, grpcio, the serving API) and adds
-#     the suite's own needs, portpicker and six.
+#     the suite's own needs, portpicker and six, and tf-keras: the two Keras tests build their
+#     models with `tf.keras` and send an input named after the Input layer ("x"), which is
+#     the signature's input name under Keras 2 (tf-keras, TF_USE_LEGACY_KERAS=1). Keras 3 names
+#     it "inputs", so with TFS_SUITE_KERAS=3 those two tests fail on any server (the request
+#     does not match the SavedModel the test itself wrote); the server is the same either way.
 #
 # Every test runs in its own process (and process group, killed afterwards with every server
 # it started), one at a time: every server the harness starts listens on the same Unix socket
@@ -25,7 +29,8 @@
 # last lines are a per-test table; the exit code is 0 only when every applicable test passed.
 #
 # Environment: PROJECT_PYTHON (default: .venv/bin/python of this repository),
-# TFS_SUITE_WORKDIR (default: a new directory under /tmp), TFS_SUITE_TIMEOUT.
+# TFS_SUITE_WORKDIR (default: a new directory under /tmp), TFS_SUITE_TIMEOUT, TFS_SUITE_KERAS
+# (2, the default: tf-keras for the tests' tf.keras; 3: the Keras 3 of the project's venv).
 set -euo pipefail
 
 usage() { echo "usage: $0 PATH_TO_A_TENSORFLOW_SERVING_CHECKOUT [TEST_NAME ...]" >&2; exit 2; }
@@ -35,6 +40,7 @@ shift
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROJECT_PYTHON=${PROJECT_PYTHON:-$REPO/.venv/bin/python}
 TIMEOUT_S=${TFS_SUITE_TIMEOUT:-300}
+KERAS=${TFS_SUITE_KERAS:-2}
 TESTS_DIR=$CHECKOUT/tensorflow_serving/model_servers
 TEST_FILE=$TESTS_DIR/tensorflow_model_server_test.py
 BASE_FILE=$TESTS_DIR/test_util/tensorflow_model_server_test_base.py
@@ -60,6 +66,12 @@ if [[ ! -x $VENV/bin/python ]]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check portpicker==1.6.0 six==1.17.0
 fi
 PY=$VENV/bin/python
+LEGACY_KERAS=0
+if [[ $KERAS == 2 ]]; then
+  "$PY" -c 'import tf_keras' 2>/dev/null ||
+    "$PY" -m pip install -q --disable-pip-version-check tf-keras==2.21.0
+  LEGACY_KERAS=1
+fi
 
 # --- tensorflow_serving: installed apis/config + the checkout's test_util --------------------
 PKGS=$WORK/pkgs
@@ -125,7 +137,7 @@ for test in "${TESTS[@]}"; do
   (
     cd "$TESTS_DIR"
     exec setsid env TEST_SRCDIR="$SRCDIR" TEST_TMPDIR="$tmp" PYTHONPATH="$PKGS" \
-      TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1 \
+      TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1 TF_USE_LEGACY_KERAS=$LEGACY_KERAS \
       timeout --kill-after=10 "$TIMEOUT_S" "$PY" "$TEST_FILE" "TensorflowModelServerTest.$test"
   ) > "$log" 2>&1 &
   pid=$!
@@ -143,7 +155,7 @@ for test in "${TESTS[@]}"; do
     if [[ $code -eq 124 || $code -eq 137 ]]; then
       note="timed out after ${TIMEOUT_S} s"
     else
-      note=$(grep -E '^(AssertionError|[A-Za-z_.]*Error|grpc\..*|  File .*test)' "$log" | tail -1 | cut -c1-110)
+      note=$(grep -E '^\s*details = |^(AssertionError|[A-Za-z_.]*Error)' "$log" | tail -1 | sed 's/^\s*//' | cut -c1-140)
     fi
     RESULTS+=("$test|FAIL|$seconds|$note (log: $log)")
     failed=$((failed + 1))
