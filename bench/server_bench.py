@@ -74,19 +74,21 @@ def sample_images(n: int = 256) -> np.ndarray:
 
 
 def inprocess_limit(version_dir: Path, batch: int, seconds: float, max_calls: int) -> Figure:
-    """The signature called directly, batch ``batch`` (TensorFlow only, no server)."""
-    import tensorflow as tf
+    """The signature called directly, batch ``batch`` (no server): through the Session runtime
+    the server itself uses (``Servable.run``), so the ratio compares like with like."""
+    from serving.modelserver.servable import Servable
 
-    fn = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
-    x = tf.constant(sample_images(batch))
+    servable = Servable.load("bench", 1, str(version_dir))
+    x = sample_images(batch)
     for _ in range(5):
-        fn(images=x)
+        servable.run(SIGNATURE, {"images": x})
     latencies = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end and len(latencies) < max_calls:
         t0 = time.perf_counter()
-        fn(images=x)["scores"].numpy()
+        servable.run(SIGNATURE, {"images": x})["scores"]
         latencies.append(time.perf_counter() - t0)
+    servable.close()
     total = sum(latencies)
     return Figure(
         f"in-process batch {batch}",
