@@ -92,6 +92,12 @@ class Cancelled(ServingError):
     code = Code.CANCELLED
 
 
+# What a client sees when the server itself fails (a bug, not bad input). Never the Python
+# exception's type or text: they describe this implementation, not the request, and can leak
+# internals. The traceback goes to the log.
+UNEXPECTED_MESSAGE = "Internal error while processing the request; the server log has the details"
+
+
 def as_serving_error(
     exc: BaseException,
     *,
@@ -102,10 +108,10 @@ def as_serving_error(
     """What a transport reports for ``exc``: itself if it is a ``ServingError``; an instance of
     ``invalid`` (gRPC passes the codec's ``ValueError``: bad dtype, bad tensor_content size) as
     INVALID_ARGUMENT; anything else is a bug, logged with its traceback and reported as
-    ``unexpected("Type: message")`` (gRPC: UNKNOWN, REST: INTERNAL, as TF Serving does)."""
+    ``unexpected(UNEXPECTED_MESSAGE)`` (gRPC: UNKNOWN, REST: INTERNAL, as TF Serving does)."""
     if isinstance(exc, ServingError):
         return exc
     if invalid and isinstance(exc, invalid):
         return InvalidArgument(str(exc))
     log.error("Unexpected error while serving %s", where, exc_info=exc)
-    return unexpected(f"{type(exc).__name__}: {exc}")
+    return unexpected(UNEXPECTED_MESSAGE)
