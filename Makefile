@@ -91,6 +91,7 @@ bench: $(STAMP)
 	@ls -d $(MODEL_REPO)/$(MODEL_NAME)/[0-9]* >/dev/null 2>&1 || $(MAKE) export
 	$(PY) bench/codec_bench.py
 	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME)
+	$(PY) bench/session_runtime_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME)
 
 # --- Kubernetes (k8s/, docs/k8s-runbook.md). Everything up to k8s-config works offline. ---
 K8S_OVERLAY ?= dev

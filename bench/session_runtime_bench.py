@@ -11,6 +11,7 @@
 
     .venv/bin/python bench/session_runtime_bench.py --version-dir models/mnist/1 \\
         [--version-dir softmax/mnist/1] [--cnn-dir models/mnist/1] [--seconds 2] [--rounds 3]
+    .venv/bin/python bench/session_runtime_bench.py --model-base models/mnist   # make bench
 
 Bounded: each measurement runs ``--seconds`` and at most ``--max-calls`` calls; paths are
 measured in alternating rounds and the median of the round medians is printed, because the
@@ -134,11 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version-dir", type=Path, action="append", default=[])
     parser.add_argument("--cnn-dir", type=Path, help="a CNN version for the bf16 figures")
+    parser.add_argument(
+        "--model-base", type=Path, help="use its latest version for both parts (make bench)"
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "mnist")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--max-calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.model_base is not None:
+        versions = [p for p in args.model_base.iterdir() if p.name.isdigit()]
+        if not versions:
+            parser.error(f"no numeric version directory under {args.model_base}")
+        latest = max(versions, key=lambda p: int(p.name))
+        args.version_dir.append(latest)
+        args.cnn_dir = args.cnn_dir or latest
     if not args.version_dir and args.cnn_dir is None:
         parser.error("give --version-dir and/or --cnn-dir")
     for version_dir in args.version_dir:
