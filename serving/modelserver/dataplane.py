@@ -97,12 +97,15 @@ class ServingDataPlane:
         if self.batch_scheduler is not None:
             queue = servable.batch_queues.get(signature)
             if queue is None:
+                # Tasks of one batch may filter different outputs: a batch fetches them all.
                 queue = self.batch_scheduler.queue(partial(servable.run, signature))
                 servable.batch_queues[signature] = queue
             work = queue.submit(plan.inputs)
         else:
             loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self.executor, servable.run, signature, plan.inputs)
+            work = loop.run_in_executor(
+                self.executor, servable.run, signature, plan.inputs, plan.fetch
+            )
         if timeout_s is not None and timeout_s > 0:
             # asyncio.timeout cancels this task at its await; unlike wait_for it needs no
             # extra task per request.

@@ -49,12 +49,15 @@ class Plan:
     rows: int | None  # examples in the request (batch rows), None when the inputs disagree
     finish: Callable[[Mapping[str, np.ndarray]], Any]  # outputs -> the typed result
     ready: dict[str, np.ndarray] | None = None  # outputs known without running (empty batch)
+    # The output aliases to fetch (a predict request's output_filter, as TF Serving fetches
+    # only those); empty: every output of the signature.
+    fetch: tuple[str, ...] = ()
 
     def run_sync(self) -> Any:
         """Run on this thread (blocks; ``Servable.run`` is thread-safe) and convert."""
         outputs = self.ready
         if outputs is None:
-            outputs = self.servable.run(self.signature, self.inputs)
+            outputs = self.servable.run(self.signature, self.inputs, self.fetch)
         return self.finish(outputs)
 
 
@@ -72,7 +75,9 @@ def plan_predict(
     method_check: bool = False,
 ) -> Plan:
     """predict_util.cc: signature, method name (``--enable_signature_method_name_check``),
-    inputs against the signature, output filter; a zero-row batch needs no run."""
+    the number and aliases of the inputs (``Servable.prepare_inputs``: fewer only with
+    SignatureDef defaults, which are filled in here so that batching sees whole requests),
+    output filter; a zero-row batch needs no run. Shapes are the Session's to judge."""
     sig = servable.signatures.get(ref.signature)
     if sig is None:
         raise errors.FailedPrecondition(f'Serving signature key "{ref.signature}" not found.')
@@ -82,17 +87,17 @@ def plan_predict(
             f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
             f"Was: {sig.method_name}"
         )
-    arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    servable.check_inputs(sig.name, arrays)
+    sent = {k: np.asarray(v) for k, v in inputs.items()}
+    arrays = servable.prepare_inputs(sig.name, sent)
     wanted = _check_output_filter(sig, output_filter)
-    rows = _batch_rows(arrays)
+    rows = _batch_rows(sent)  # the request's own rows: a scalar default is no batch dimension
     ready = servable.empty_outputs(sig.name) if rows == 0 else None
 
     def finish(outputs: Mapping[str, np.ndarray]) -> PredictResult:
         chosen = {k: outputs[k] for k in wanted} if wanted else dict(outputs)
         return PredictResult(servable.model_name, servable.version, sig.name, chosen)
 
-    return Plan(servable, sig.name, "Predict", arrays, rows, finish, ready)
+    return Plan(servable, sig.name, "Predict", arrays, rows, finish, ready, tuple(wanted))
 
 
 def _check_output_filter(sig: SignatureInfo, output_filter: Sequence[str]) -> list[str]:

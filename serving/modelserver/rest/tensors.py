@@ -155,7 +155,15 @@ def _walk(value: Any, dtype: int) -> tuple[tuple[int, ...], list[Any]]:
 def _to_array(flat: list[Any], shape: tuple[int, ...], dtype: int) -> np.ndarray:
     if len(shape) > _MAX_RANK:
         raise InvalidArgument(f"Tensor rank exceeds the supported {_MAX_RANK}")
-    np_type = _NP_INPUT[dtype]
+    np_type = _NP_INPUT.get(dtype)
+    if np_type is None:
+        # A dtype JSON cannot carry (half, bfloat16, complex, ...): every leaf fails as
+        # UNIMPLEMENTED in _convert_leaf, so only an empty tensor gets here. TF Serving builds
+        # it and runs the model, and so do we (numpy knows the dtype even if JSON does not).
+        try:
+            return np.empty(shape, dtype=numpy_dtype(dtype))
+        except Exception:  # a dtype numpy has no type for either
+            raise Unimplemented(f"Conversion of an empty JSON list to type: {dtype_word(dtype)}") from None
     if dtype == DT_STRING:
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat

@@ -184,3 +184,14 @@ def test_every_body_gets_an_answer_tf_serving_could_give(server, case):
 def test_the_server_survived(server):
     status, reply = post(server, "free", json.dumps({"signature_name": "float", "inputs": [1.5]}).encode())
     assert (status, json.loads(reply)) == (200, {"outputs": [1.5]})
+
+
+def test_mixed_rank_named_inputs_with_a_scalar_b64_answer(server):
+    """The issue's body: answered HTTP 500 with a Python AttributeError text when versions ran
+    as concrete functions (a scalar string output came back as bytes, not an array)."""
+    body = {"signature_name": "mixed", "inputs": {"s": {"b64": "aGk="}, "i": [1, 2], "f": [[1.0]]}}
+    status, reply = post(server, "free", json.dumps(body).encode())
+    assert (status, json.loads(reply)) == (
+        200,
+        {"outputs": {"s_out": "hi", "i_out": [1, 2], "f_out": [[1.0]]}},
+    )
