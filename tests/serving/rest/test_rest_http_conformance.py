@@ -453,7 +453,6 @@ TRIPLE = '{"signature_name": "triple", '
         ("[1, 2]", "Is not object"),
         ("", "JSON Parse error: The document is empty"),
         (TRIPLE + '"instances": [[1, 2, 3], [3]]}', "Expecting tensor size: 3 but got: 1"),
-        (TRIPLE + '"instances": [[1, 2]]}', "shape"),
         (TRIPLE + '"instances": [[1, 2, "3"]]}', "Type: String is not of expected type: float"),
         (TRIPLE + '"instances": [[1, 2, true]]}', "Type: True is not of expected type: float"),
         (TRIPLE + '"instances": [[1, 2, 1e400]]}', "Number too big to be stored in double."),
@@ -468,6 +467,14 @@ def test_bad_predict_bodies(client: Client, body: str, phrase: str) -> None:
     reply = client.post("/v1/models/echo:predict", body)
     assert_json_reply(reply, 400)
     assert phrase in reply.error
+
+
+def test_shapes_are_left_to_the_runtime(client: Client) -> None:
+    """TF Serving checks no shape against the signature: a [1, 2] row into triple's [-1, 3]
+    input reaches the Session, whose element-wise kernel takes it."""
+    reply = client.post("/v1/models/echo:predict", TRIPLE + '"instances": [[1, 2]]}')
+    assert_json_reply(reply, 200)
+    assert reply.json == {"predictions": [[3.0, 6.0]]}
 
 
 def test_big_numbers_and_b64(client: Client) -> None:
