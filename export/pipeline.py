@@ -15,6 +15,7 @@ import numpy as np
 
 from export.gate import GateConfig, GateDecision, decide, evaluate_saved_model, stable_reference
 from export.infra_check import infra_check
+from export.interrupts import InterruptGuard, check, pause
 from export.metadata import git_revision, runtime_versions, write_metadata
 from export.mnist_data import DEFAULT_DATA_DIR, MnistData, load_mnist, to_model_input
 from export.report import confusion_matrix, write_report_json, write_report_png
@@ -48,6 +49,7 @@ class ExportOutcome:
     deleted: list[int]
     timings: dict[str, float]
     metadata: dict
+    interrupted_after_publish: bool = False  # a Ctrl-C after the rename: published, whole
 
 
 def _png_digits(images: np.ndarray) -> list[bytes]:
@@ -57,11 +59,16 @@ def _png_digits(images: np.ndarray) -> list[bytes]:
 
 
 def run_export(
-    request: ExportRequest, out: TextIO = sys.stdout, data: MnistData | None = None
+    request: ExportRequest,
+    out: TextIO = sys.stdout,
+    data: MnistData | None = None,
+    interrupts: InterruptGuard | None = None,
 ) -> ExportOutcome:
     """Train, gate and (if accepted) publish one version; returns what happened.
 
-    ``data``: an already verified dataset (else it is loaded from ``request.data_dir``)."""
+    ``data``: an already verified dataset (else it is loaded from ``request.data_dir``).
+    ``interrupts``: the CLI's SIGINT guard (export/interrupts.py): checked at every phase and
+    batch end, committed right before the publish rename."""
     from export.signatures import build_serving_module, save_serving_model, signature_methods
     from export.warmup import warmup_records, write_warmup
 
@@ -78,12 +85,20 @@ def run_export(
     if data is None:
         data = load_mnist(request.data_dir, fetch=request.fetch_data)
     lap("load_data_s")
-    result = train(request.train, data, out)
+    check(interrupts)
+    result = train(request.train, data, out, on_batch_end=lambda: check(interrupts))
     lap("train_s")
+    check(interrupts)
 
     arch = request.train.arch
     repo = ModelRepository(request.repo_root, request.model_name)
+    # Debris of crashed exports first: on a full disk it may be what holds the space.
+    removed = repo.clean_stale()
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"repository: removed debris of dead exports: {names}", file=out, flush=True)
     with repo.staging() as staged:
+        print(f"export: writing the SavedModel into {staged.name}", file=out, flush=True)
         module = build_serving_module(result.model, arch)
         save_serving_model(module, staged)
         test_x = to_model_input(data.test_images[:8])
@@ -91,8 +106,14 @@ def run_export(
             staged, warmup_records(request.model_name, test_x, _png_digits(data.test_images[:2]))
         )
         lap("export_s")
+        check(interrupts)
 
+        print("evaluate: reloading the SavedModel, scoring the test set", file=out, flush=True)
+        pause(interrupts, "evaluate", out)
         evaluation = evaluate_saved_model(staged, data.test_images, data.test_labels)
+        check(interrupts)
+        print("gate: deciding", file=out, flush=True)
+        pause(interrupts, "gate", out)
         infra = None
         if request.gate.infra_check:
             print(
@@ -184,11 +205,22 @@ def run_export(
             metadata["timings_s"] = {**timings, "total_s": round(time.monotonic() - started, 3)}
             write_metadata(path, metadata)
 
-        published = repo.publish(staged, finalize)
+        def before_rename(version: int) -> None:
+            print(f"publish: renaming into place as version {version}", file=out, flush=True)
+            pause(interrupts, "before_rename", out)
+            if interrupts is not None:
+                interrupts.commit()  # the point of no return: from here on, it publishes
+
+        check(interrupts)
+        print("publish: reserving the next version number", file=out, flush=True)
+        published = repo.publish(staged, finalize, before_rename=before_rename)
     lap("publish_s")
+    print(f"publish: version {published.version} is in place", file=out, flush=True)
+    pause(interrupts, "after_rename", out)
+    interrupted = interrupts is not None and interrupts.requested
 
     deleted: list[int] = []
-    if request.keep is not None:
+    if request.keep is not None and not interrupted:
         protected = protected_versions(repo.root, repo.model_name, request.serving_config)
         deleted = repo.apply_retention(request.keep, protected)
         if deleted:
@@ -206,4 +238,5 @@ def run_export(
         deleted,
         timings,
         metadata,
+        interrupted_after_publish=interrupted,
     )

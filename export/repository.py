@@ -147,7 +147,14 @@ class StagingArea:
                 removed.append(entry)
         return removed
 
-    def publish(self, staged: Path, target: Path, *, replace: bool = False) -> Path:
+    def publish(
+        self,
+        staged: Path,
+        target: Path,
+        *,
+        replace: bool = False,
+        before_rename: Callable[[], None] | None = None,
+    ) -> Path:
         """Flush ``staged`` and rename(2) it to ``target`` (a child of ``parent``).
 
         Without ``replace`` an existing target raises :class:`TargetExists` (and rename onto
@@ -157,6 +164,8 @@ class StagingArea:
         if Path(target).parent != self.parent:
             raise RepositoryError(f"{target}: a publish target must live in {self.parent}")
         fsync_tree(staged)  # a crash right after the rename must not expose empty files
+        if before_rename is not None:
+            before_rename()  # last chance to refuse (the export's Ctrl-C point of no return)
         old: Path | None = None
         if target.exists():
             if not replace:
@@ -243,11 +252,15 @@ class ModelRepository:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 continue  # someone else holds it: look again
-            with os.fdopen(fd, "w") as handle:
-                json.dump(
-                    {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()},
-                    handle,
-                )
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(
+                        {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()},
+                        handle,
+                    )
+            except BaseException:  # a full disk or a Ctrl-C: leave no ownerless empty lock
+                lock.unlink(missing_ok=True)
+                raise
             # A racer may have published this number (or a higher one) between our listing
             # and our lock; versions must stay new and increasing.
             if any(v >= candidate for v in self.versions()):
@@ -261,10 +274,16 @@ class ModelRepository:
         raise RepositoryError(f"{self.model_dir}: could not reserve a version number")
 
     def publish(
-        self, staged: Path, finalize: Callable[[Path, int], None] | None = None
+        self,
+        staged: Path,
+        finalize: Callable[[Path, int], None] | None = None,
+        before_rename: Callable[[int], None] | None = None,
     ) -> PublishedVersion:
         """Make ``staged`` the next version: reserve a number, let ``finalize`` write
-        version-specific files into the staged directory, flush, rename. Returns the version."""
+        version-specific files into the staged directory, flush, rename. Returns the version.
+
+        ``before_rename(version)`` runs last before the rename; raising there publishes nothing
+        (the export's Ctrl-C point of no return)."""
         staged = Path(staged)
         if staged.parent.resolve() != self.model_dir.resolve():
             raise RepositoryError(f"{staged}: staged directory must live in {self.model_dir}")
@@ -273,7 +292,8 @@ class ModelRepository:
             if finalize is not None:
                 finalize(staged, version)
             # Atomic; never replaces: the number is ours and fresh.
-            target = self.area.publish(staged, self.version_path(version))
+            hook = None if before_rename is None else (lambda: before_rename(version))
+            target = self.area.publish(staged, self.version_path(version), before_rename=hook)
         return PublishedVersion(version, target)
 
     # ----- cleanup and retention -----------------------------------------------------------

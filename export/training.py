@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -118,8 +119,16 @@ def make_dataset(
 class ProgressPrinter(keras.callbacks.Callback):
     """A line every N steps and one per epoch: readable in logs, unlike a progress bar."""
 
-    def __init__(self, epochs: int, steps_per_epoch: int, every: int, out: TextIO) -> None:
+    def __init__(
+        self,
+        epochs: int,
+        steps_per_epoch: int,
+        every: int,
+        out: TextIO,
+        on_batch_end: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
+        self.on_batch_end = on_batch_end
         self.epochs, self.steps_per_epoch, self.every, self.out = (
             epochs,
             steps_per_epoch,
@@ -134,6 +143,8 @@ class ProgressPrinter(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.on_batch_end is not None:
+            self.on_batch_end()  # the export's interrupt check: stops fit between two steps
         logs = logs or {}
         step = self.epoch * self.steps_per_epoch + batch + 1
         if "loss" in logs and (batch + 1) % 10 == 0:
@@ -161,8 +172,15 @@ class ProgressPrinter(keras.callbacks.Callback):
         )
 
 
-def train(config: TrainConfig, data: MnistData, out: TextIO = sys.stdout) -> TrainResult:
-    """Train ``config.arch`` on ``data``; the same config and seed give the same weights."""
+def train(
+    config: TrainConfig,
+    data: MnistData,
+    out: TextIO = sys.stdout,
+    on_batch_end: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Train ``config.arch`` on ``data``; the same config and seed give the same weights.
+
+    ``on_batch_end``: called after every step (may raise to stop training)."""
     keras.utils.set_random_seed(config.seed)
     policy, reason = choose_precision(config.arch, config.precision)
     print(f"precision: {policy} ({reason})", file=out, flush=True)
@@ -191,7 +209,9 @@ def train(config: TrainConfig, data: MnistData, out: TextIO = sys.stdout) -> Tra
         if config.validate_each_epoch
         else None
     )
-    progress = ProgressPrinter(epochs, steps_per_epoch, config.progress_every, out)
+    progress = ProgressPrinter(
+        epochs, steps_per_epoch, config.progress_every, out, on_batch_end=on_batch_end
+    )
     print(
         f"training {config.arch}: {len(train_x)} images, {epochs} epochs x {steps_per_epoch} steps,"
         f" batch {config.batch_size}, Adam {config.resolved_learning_rate:g} + cosine decay,"

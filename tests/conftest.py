@@ -38,3 +38,114 @@ def tiny_mnist_repo(tmp_path_factory: pytest.TempPathFactory) -> TinyModelRepo:
     from export.tiny import publish_tiny_model
 
     return publish_tiny_model(tmp_path_factory.mktemp("tiny_mnist_repo"))
+
+
+class ExportRun:
+    """``python -m export train ...`` as a child process whose stdout lines are read as they
+    come, so a test can act on the export's own progress lines (never on sleeps)."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, **popen) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+        from pathlib import Path
+
+        project = Path(__file__).resolve().parents[1]
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "export", "train", *args],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            **popen,
+        )
+        self._errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_errors, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._errors.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._errors)
+
+    def wait_line(self, needle: str, timeout_s: float = 120.0) -> str:
+        """The first (new) stdout line containing ``needle``; AssertionError if the export
+        ends or ``timeout_s`` passes first."""
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)
+                break
+            self.lines.append(line)
+            if needle in line:
+                return line
+        self.kill()
+        raise AssertionError(f"no line with {needle!r}; stdout:\n{self.stdout}\nstderr:\n{self.stderr[-3000:]}")
+
+    def finish(self, timeout_s: float = 120.0) -> int:
+        """Wait for the exit (killing it after ``timeout_s``); collects stdout and stderr."""
+        import subprocess
+
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        for reader in self._readers:
+            reader.join(timeout=10)
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return self.proc.returncode
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def export_cli():
+    """Start ``python -m export train ARGS`` (an :class:`ExportRun`); killed at teardown."""
+    runs: list[ExportRun] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, **popen) -> ExportRun:
+        run = ExportRun(args, env, **popen)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()

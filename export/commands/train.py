@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from export.models import (
 
 EXIT_REFUSED = 3
 EXIT_DATA = 4
+EXIT_DISK_FULL = 5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -105,7 +107,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC anywhere in the exception chain: an OSError from Python's own writes, or
+    TensorFlow's file-system error (RESOURCE_EXHAUSTED carrying strerror's text)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
+    from export.interrupts import InterruptGuard
+
+    with InterruptGuard().installed() as interrupts:
+        return _run(args, interrupts)
+
+
+def _run(args: argparse.Namespace, interrupts) -> int:
     from export.gate import DEFAULT_TOLERANCE, GateConfig
     from export.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 
@@ -129,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Verify the data before TensorFlow loads: a bad file is reported in a fraction of a second.
     data_dir = args.data_dir or DEFAULT_DATA_DIR
+    print(f"data: loading {data_dir}", flush=True)
+    interrupts.pause("load_data", sys.stdout)
     try:
         data = load_mnist(data_dir, fetch=args.fetch_data, mirrors=args.mirror)
     except MnistDataError as exc:
@@ -163,7 +189,20 @@ def run(args: argparse.Namespace) -> int:
         serving_config=args.serving_config,
         report_png=not args.no_report_png,
     )
-    outcome = run_export(request, data=data)
+    interrupts.check()
+    try:
+        outcome = run_export(request, data=data, interrupts=interrupts)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        print(
+            f"error: no space left on device while writing the new version under "
+            f"{args.repo / args.model_name} ({str(exc).strip().splitlines()[-1][:300]}); "
+            "nothing was published and the staging directory was removed: free space and "
+            "export again",
+            file=sys.stderr,
+        )
+        return EXIT_DISK_FULL
     if not outcome.published:
         print(f"not published: {args.model_name} {args.arch} test accuracy {outcome.accuracy:.4f}")
         return EXIT_REFUSED
@@ -171,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"timings: {times}")
     print(
         f"published {args.model_name} version {outcome.version} ({outcome.path}): "
-        f"test accuracy {outcome.accuracy:.4f} ({outcome.accuracy * 100:.2f}%)"
+        f"test accuracy {outcome.accuracy:.4f} ({outcome.accuracy * 100:.2f}%)",
+        flush=True,
     )
+    if outcome.interrupted_after_publish:
+        print(
+            f"interrupted after version {outcome.version} was published: the version is "
+            "whole and stays published; retention was skipped",
+            file=sys.stderr,
+        )
     return 0

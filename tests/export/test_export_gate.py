@@ -319,31 +319,92 @@ def test_a_version_only_tf_saved_model_load_can_run_is_refused(tmp_path: Path) -
     assert not decision.accepted and "serving_default" in decision.reasons[0]
 
 
-def test_ctrl_c_during_training_publishes_nothing(tmp_path: Path) -> None:
-    import signal
-    import time
+# --- Ctrl-C at every phase of `export train` (export/interrupts.py) --------------------------
+# The moment comes from the export's own output: a progress line, or the documented test hook
+# EXPORT_TEST_PAUSE_AT=<point>, which prints "test hook: paused at <point>" and waits there.
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "export", "train", "--arch", "softmax", "--repo", str(tmp_path)],
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+QUICK = ["--arch", "softmax", "--train-limit", "2000", "--epochs", "1", "--min-accuracy", "0.1",
+         "--no-report-png"]  # fmt: skip
+# Full training set, 3 epochs x 235 steps: seconds of training after the step-50 line.
+TRAINING = ["--arch", "softmax", "--epochs", "3", "--min-accuracy", "0.1", "--no-report-png"]
+
+
+def _ignore_sigint() -> None:
+    # What a background job of a non-interactive shell (`cmd &`) inherits.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _assert_nothing_published(run, repo: Path, code: int) -> None:
+    assert code == 130, f"exit {code}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr[-3000:]}"
+    assert "interrupted; nothing was published" in run.stderr
+    assert "published mnist version" not in run.stdout
+    model_dir = repo / "mnist"
+    leftovers = sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+    assert leftovers == [], leftovers  # no version, no staging directory, no lock
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "args", "pause", "moment", "not_reached"),
+    [
+        ("data loading", QUICK, "load_data", "test hook: paused at load_data", "training "),
+        ("training", TRAINING, None, "step 50/235", "export: writing"),
+        ("evaluation", QUICK, "evaluate", "test hook: paused at evaluate", "gate: deciding"),
+        ("gate", QUICK, "gate", "test hook: paused at gate", "publish: reserving"),
+        ("before rename", QUICK, "before_rename", "test hook: paused at before_rename",
+         "is in place"),
+    ],  # fmt: skip
+    ids=["data", "training", "evaluation", "gate", "before-rename"],
+)
+def test_ctrl_c_before_the_rename_publishes_nothing(
+    tmp_path: Path, export_cli, phase, args, pause, moment, not_reached
+) -> None:
+    import signal
+
+    env = {"EXPORT_TEST_PAUSE_AT": pause} if pause else {}
+    run = export_cli([*args, "--repo", str(tmp_path)], env=env)
+    run.wait_line(moment)
+    run.proc.send_signal(signal.SIGINT)
+    code = run.finish()
+    _assert_nothing_published(run, tmp_path, code)
+    assert not_reached not in run.stdout, f"{phase}: the export went on:\n{run.stdout}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_publishes_nothing(tmp_path: Path, export_cli) -> None:
+    """Started with SIGINT ignored (a background job of a non-interactive shell), Python sets
+    no KeyboardInterrupt handler: the interrupt used to be lost and the export published."""
+    import signal
+
+    run = export_cli([*TRAINING, "--repo", str(tmp_path)], preexec_fn=_ignore_sigint)
+    run.wait_line("step 50/235")
+    run.proc.send_signal(signal.SIGINT)
+    code = run.finish()
+    _assert_nothing_published(run, tmp_path, code)
+    assert "export: writing" not in run.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_after_the_rename_keeps_the_whole_version(tmp_path: Path, export_cli) -> None:
+    import signal
+
+    run = export_cli(
+        [*QUICK, "--repo", str(tmp_path), "--keep", "1"],
+        env={"EXPORT_TEST_PAUSE_AT": "after_rename"},
     )
-    try:
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        for line in proc.stdout:  # bounded: a handful of lines before the first progress line
-            if "step 50/235" in line or time.monotonic() > deadline:
-                break  # steady-state training: the interrupt lands in the training loop
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 130, err[-3000:]
-    assert "interrupted; nothing was published" in err
+    run.wait_line("test hook: paused at after_rename")
+    run.proc.send_signal(signal.SIGINT)
+    code = run.finish()
+    assert code == 0, f"exit {code}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr[-3000:]}"
+    assert "published mnist version 1 " in run.stdout
+    assert "interrupted after version 1 was published" in run.stderr
+    assert "nothing was published" not in run.stderr
     model_dir = tmp_path / "mnist"
-    assert not model_dir.exists() or list(model_dir.iterdir()) == []
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1"]  # no debris, no lock
+    version = model_dir / "1"
+    for part in ("saved_model.pb", "variables/variables.index", "assets.extra/metadata.json",
+                 "assets.extra/tf_serving_warmup_requests"):  # fmt: skip
+        assert (version / part).is_file(), part
+    assert json.loads((version / "assets.extra/metadata.json").read_text())["version"] == 1
