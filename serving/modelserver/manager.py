@@ -11,8 +11,9 @@ round the controller (availability_preserving_policy.cc + aspired_versions_manag
    (or nothing is aspired at all): a failed new version never takes the old one down.
 
 ``ModelManager`` owns the controllers, the version labels (server_core.cc's rules), config
-(re)loads with HandleReloadConfigRequest's semantics, and the status history that
-GetModelStatus reports (every version ever seen, END after unload, descending).
+(re)loads with ServerCore::ReloadConfig's and HandleReloadConfigRequest's semantics, and the
+status history that GetModelStatus reports (every version ever seen, END after unload,
+descending).
 
 Size: one job, the version lifecycle; the controller's round (load, retry, unload only once
 an aspired version serves) and the manager's config/label rules check each other's state
@@ -296,16 +297,46 @@ class ModelManager:
 
     # -- configuration ---------------------------------------------------------------------
     async def apply_config(self, config: ModelServerConfig, *, initial: bool = False) -> None:
-        """Replace the config; wait until newly added models are AVAILABLE (or failed).
+        """HandleReloadConfigRequest (model_service_impl.cc): only a ModelConfigList is accepted,
+        then :meth:`reload_config`. ``initial``: the server's own start-up config
+        (ServerCore::Create), which goes to :meth:`reload_config` directly.
 
         Raises errors.ServingError as HandleReloadConfigRequest reports it."""
+        if not initial and config.WhichOneof("config") != "model_config_list":
+            raise errors.InvalidArgument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
+        await self.reload_config(config)
+
+    async def reload_config(self, config: ModelServerConfig) -> None:
+        """ServerCore::ReloadConfig: replace the config; wait until newly added models are
+        AVAILABLE (or failed).
+
+        A config with nothing set is a no-op only while no config was ever applied ("Taking no
+        action for empty config."); once a ModelConfigList serves, only another
+        ModelConfigList may follow (FAILED_PRECONDITION otherwise). This is what keeps a
+        polled config file that is empty for a moment (truncated, then rewritten in place)
+        from unloading every model: only an explicit ``model_config_list {}`` does that."""
         async with self._config_lock:
-            validate_model_server_config(config, None if initial else self.config)
+            current = self.config.WhichOneof("config")
+            new = config.WhichOneof("config")
+            if current is not None and not (current == new == "model_config_list"):
+                raise errors.FailedPrecondition(
+                    "Cannot transition to requested config. It is only legal to transition "
+                    "from one ModelConfigList to another."
+                )
+            if new is None:
+                # Nothing to load; a later non-empty config is still accepted as the first.
+                log.info("Taking no action for empty config.")
+                return
+            validate_model_server_config(config, self.config if current else None)
             new_labels = self._check_labels(config)
             old_names = {m.name for m in self.config.model_config_list.config}
             wanted = {m.name: m for m in config.model_config_list.config}
             added = [n for n in wanted if n not in old_names]
             self.labels = new_labels
+            log.info("Adding/updating models.")
             for name, model in wanted.items():
                 ctl = self.controllers.get(name)
                 if ctl is None:

@@ -344,6 +344,10 @@ class ModelServer:
         return runner
 
     async def _poll_config_file(self) -> None:
+        """server.cc's PollFilesystemAndReloadConfig: parse the file, ServerCore::ReloadConfig;
+        either failing is logged and the old config keeps serving. A file caught empty while
+        it is rewritten in place parses to a config with nothing set, which ReloadConfig
+        refuses once a ModelConfigList serves."""
         from serving.modelserver import config
 
         wait = self.flags.model_config_file_poll_wait_seconds
@@ -352,15 +356,20 @@ class ModelServer:
             try:
                 new = config.read_model_server_config(self.flags.model_config_file)
             except errors.ServingError as exc:
-                log.error("Failed to read model config file: %s %s", exc.message, getattr(exc, "detail", ""))
+                detail = getattr(exc, "detail", "")
+                log.error(
+                    "Failed to read ModelServerConfig file: %s%s",
+                    exc.message,
+                    f" ({detail})" if detail else "",
+                )
                 continue
             if new == self.manager.config:
                 continue
             log.info("Model config file changed; reloading")
             try:
-                await self.manager.apply_config(new)
+                await self.manager.reload_config(new)
             except errors.ServingError as exc:
-                log.error("Model config reload failed: %s", _status_text(exc))
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc.message)
 
 
 def main(argv: list[str] | None = None) -> int:
