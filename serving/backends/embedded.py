@@ -18,6 +18,7 @@ from pathlib import Path
 
 from serving.backends.record import BackendError, RunDir, ServerRecord
 from serving.config import server_flags
+from serving.config.files import atomic_write_text
 from serving.modelserver.process import GRPC_READY, REST_READY, EmbeddedServerProcess
 
 NAME = "embedded"
@@ -80,7 +81,7 @@ class EmbeddedBackend:
             )
         record.pid = self._proc.pid
         record.log_path = str(run_dir.log_file)
-        run_dir.pid_file.write_text(f"{self._proc.pid}\n")
+        atomic_write_text(run_dir.pid_file, f"{self._proc.pid}\n")
 
     def wait_listening(self, record: ServerRecord, timeout_s: float) -> None:
         """Wait for the ready log lines (printed after every model has a version AVAILABLE)."""

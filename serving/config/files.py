@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ def write_config_dir(config_dir: Path, model_config_text: str) -> Path:
     """Write ``models.config`` and copy the static batching/monitoring files into a dir."""
     config_dir.mkdir(parents=True, exist_ok=True)
     for name in (BATCHING_FILE, MONITORING_FILE):
-        shutil.copyfile(STATIC_DIR / name, config_dir / name)
+        # Atomic too: a server (re)starting while `up` rewrites them must not read half.
+        atomic_write_text(config_dir / name, (STATIC_DIR / name).read_text(encoding="utf-8"))
     atomic_write_text(config_dir / MODEL_CONFIG_FILE, model_config_text)
     return config_dir

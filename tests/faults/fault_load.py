@@ -19,7 +19,7 @@ import numpy as np
 from clients import connect
 from clients.base import NO_RETRY
 
-PACE_S = 0.01  # between a thread's requests: load that leaves the 2 cores to the server too
+PACE_S = 0.02  # between a thread's requests: load that leaves the 2 cores to the server too
 MAX_REQUESTS_PER_THREAD = 6000
 MAX_SECONDS = 120.0
 CLIENT_TIMEOUT_S = 5.0
