@@ -122,6 +122,11 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
 def run(args: argparse.Namespace) -> int:
     from export.interrupts import InterruptGuard
 
@@ -197,7 +202,7 @@ def _run(args: argparse.Namespace, interrupts) -> int:
             raise
         print(
             f"error: no space left on device while writing the new version under "
-            f"{args.repo / args.model_name} ({str(exc).strip().splitlines()[-1][:300]}); "
+            f"{args.repo / args.model_name} ({_last_line(exc)}); "
             "nothing was published and the staging directory was removed: free space and "
             "export again",
             file=sys.stderr,
