@@ -86,7 +86,7 @@ class ExportRun:
     def stderr(self) -> str:
         return "".join(self._errors)
 
-    def wait_line(self, needle: str, timeout_s: float = 120.0) -> str:
+    def wait_line(self, needle: str, timeout_s: float = 300.0) -> str:
         """The first (new) stdout line containing ``needle``; AssertionError if the export
         ends or ``timeout_s`` passes first."""
         import queue
@@ -110,7 +110,7 @@ class ExportRun:
         self.kill()
         raise AssertionError(f"no line with {needle!r}; stdout:\n{self.stdout}\nstderr:\n{self.stderr[-3000:]}")
 
-    def finish(self, timeout_s: float = 120.0) -> int:
+    def finish(self, timeout_s: float = 300.0) -> int:
         """Wait for the exit (killing it after ``timeout_s``); collects stdout and stderr."""
         import subprocess
 
