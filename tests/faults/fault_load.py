@@ -1,7 +1,8 @@
 """Concurrent gRPC + REST load for the fault suite, every answer checked.
 
 ``ClientLoad`` runs a few threads per transport, each with its own client from ``clients``
-(the project's own gRPC and REST clients, retries off so that every failure is seen), sending
+(the project's own gRPC and REST clients, retries off so that every failure is seen; each
+first makes one unrecorded request to set up its connection), sending
 one-digit predict requests for as long as the case runs, bounded in count and in time. Each
 answer must carry the expected digit; anything else (an error, a wrong digit) is a failure,
 recorded with its start and end time so a case can tell failures inside a restart's downtime
@@ -20,8 +21,9 @@ from clients import connect
 from clients.base import NO_RETRY
 
 PACE_S = 0.02  # between a thread's requests: load that leaves the 2 cores to the server too
-MAX_REQUESTS_PER_THREAD = 6000
-MAX_SECONDS = 120.0
+MAX_REQUESTS_PER_THREAD = 12000
+MAX_SECONDS = 240.0
+WARMUP_S = 60.0
 CLIENT_TIMEOUT_S = 15.0  # generous: the 2-core CI machine is shared
 
 
@@ -91,6 +93,7 @@ class ClientLoad:
     _threads: list[threading.Thread] = field(default_factory=list)
     _results: list[list[Outcome]] = field(default_factory=list)
     _started: float = 0.0
+    _warm: list[int] = field(default_factory=list)
 
     def start(self) -> ClientLoad:
         self._started = time.monotonic()
@@ -107,6 +110,11 @@ class ClientLoad:
                 )
                 self._threads.append(thread)
                 thread.start()
+        # Faults come only once every client has its connection: the first connect is not a
+        # fault (on a starved machine it can take several attempts).
+        deadline = time.monotonic() + WARMUP_S
+        while len(self._warm) < len(self._threads) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return self
 
     def _run(self, transport: str, target: str, index: int, mine: list[Outcome]) -> None:
@@ -114,6 +122,14 @@ class ClientLoad:
         client = connect(target, model=self.model, timeout_s=CLIENT_TIMEOUT_S, retry=NO_RETRY)
         n = index
         try:
+            warm_until = time.monotonic() + WARMUP_S
+            while time.monotonic() < warm_until and not self._stop.is_set():
+                try:
+                    client.predict_digits(self.images[:1])  # not recorded: connection set-up
+                    break
+                except Exception:
+                    self._stop.wait(0.1)
+            self._warm.append(index)
             while (
                 not self._stop.is_set()
                 and len(mine) < self.max_requests_per_thread
