@@ -105,7 +105,7 @@ class FaultServer:
                 "Retrying", "No versions")  # fmt: skip
         lines = [
             line.split("] ", 1)[-1] for line in self.log_text().splitlines()
-            if any(k in line for k in keys)
+            if any(k in line for k in keys) and "cuInit" not in line
         ]
         return "\n".join(f"  server: {line[:200]}" for line in lines[-25:])
 
