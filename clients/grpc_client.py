@@ -106,9 +106,11 @@ class GrpcClient(PredictionClient):
             "grpc.max_send_message_length": max_message_bytes,
             "grpc.max_receive_message_length": max_message_bytes,
             # Reconnect quickly after a failure (gRPC's default starts at 1 s and grows to
-            # 120 s), so a retried call finds a server that has just come up.
+            # 120 s), so a retried call finds a server that has just come up. Not
+            # grpc.min_reconnect_backoff_ms: gRPC core uses it as the minimum *connect timeout*,
+            # and at 100 ms a loaded machine fails handshakes ("connection attempt timed out
+            # before receiving SETTINGS frame"); gRPC's 20 s default stays, bounded by our deadlines.
             "grpc.initial_reconnect_backoff_ms": 100,
-            "grpc.min_reconnect_backoff_ms": 100,
             "grpc.max_reconnect_backoff_ms": 2000,
         }
         if round_robin:
