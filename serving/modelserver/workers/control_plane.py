@@ -93,8 +93,9 @@ class ControlPlaneManager(ModelManager):
 
 
 def default_thread_flags(flags: ServerFlags) -> list[str]:
-    """TensorFlow's pools default to one thread per core in *each* process; N workers would
-    oversubscribe the cores N times. Unless set, each worker gets its share."""
+    """TensorFlow's intra-op pool defaults to one thread per core in *each* process; N workers
+    would oversubscribe the cores N times. Unless set, each worker gets its share. (The
+    inter-op pool stays TensorFlow's: one inter-op thread would serialize concurrent calls.)"""
     if (
         flags.tensorflow_session_parallelism
         or flags.tensorflow_intra_op_parallelism
@@ -102,10 +103,7 @@ def default_thread_flags(flags: ServerFlags) -> list[str]:
     ):
         return []
     share = max(1, (os.cpu_count() or 1) // flags.num_workers)
-    return [
-        f"--tensorflow_intra_op_parallelism={share}",
-        f"--tensorflow_inter_op_parallelism={share}",
-    ]
+    return [f"--tensorflow_intra_op_parallelism={share}"]
 
 
 class ControlPlane(ModelServer):
