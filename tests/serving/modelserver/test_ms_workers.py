@@ -8,7 +8,6 @@ test knows that both workers served. Load loops are bounded in count and in time
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -33,6 +32,8 @@ from tensorflow_serving.apis import (
 
 from clients import codec
 from serving.modelserver.process import EmbeddedServerProcess, ServerStartError, free_port
+from serving.modelserver.workers import procinfo
+from serving.modelserver.workers.procinfo import alive, connections_by_pid
 
 pytestmark = pytest.mark.slow
 
@@ -64,43 +65,7 @@ def model_entry(name: str, base: Path, extra: str = "") -> str:
 
 
 def worker_pids(server: EmbeddedServerProcess) -> list[int]:
-    pid = server.proc.pid
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return sorted(int(p) for p in text.split())
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def connections_by_pid(port: int, pids: list[int]) -> dict[int, int]:
-    """Established connections on the server side of ``port``, per owning process."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                local, state, inode = cols[1], cols[3], cols[9]
-                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
-                    inodes.add(inode)
-    counts = {}
-    for pid in pids:
-        n = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                link = os.readlink(fd)
-            except OSError:
-                continue
-            m = re.fullmatch(r"socket:\[(\d+)\]", link)
-            if m and m.group(1) in inodes:
-                n += 1
-        counts[pid] = n
-    return counts
+    return procinfo.children(server.proc.pid)
 
 
 def predict_request(name: str, x: list[float], version: int | None = None, label: str = ""):
