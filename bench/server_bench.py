@@ -131,6 +131,17 @@ class ServerProbe:
     def cpu(self) -> float:
         return sum(procinfo.cpu_seconds(p) for p in self.pids if procinfo.alive(p))
 
+    def wait_idle(self, limit_s: float = 60.0, cores: float = 0.2) -> float:
+        """Wait until the server is idle: an overloaded point (e.g. timed-out 256-image REST
+        bodies) leaves a backlog that would otherwise land in the next point."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s:
+            c0, t0 = self.cpu(), time.monotonic()
+            time.sleep(0.3)
+            if (self.cpu() - c0) / (time.monotonic() - t0) < cores:
+                break
+        return time.monotonic() - start
+
     def start(self, transport: str, sample_after_s: float) -> None:
         self._cpu0, self._t0 = self.cpu(), time.monotonic()
         self.spread = ""
@@ -342,6 +353,9 @@ def print_table(limit: Figure, limits: list[Figure], figures: list[Figure]) -> N
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for f in [*limits, *figures]:
         ratio = f.throughput / limit.throughput
+        if f.errors < 0:
+            print(f"| {f.label} | failed (see the log above) | | | | | | | | |")
+            continue
         rss = "" if f.rss_mb != f.rss_mb else f"{f.rss_mb:.0f} ({f.worker_rss_mb:.0f})"
         cores = "" if f.server_cores != f.server_cores else f"{f.server_cores:.2f}"
         cpu = "" if f.server_cpu_us != f.server_cpu_us else f"{f.server_cpu_us:.0f}"
@@ -418,25 +432,38 @@ def main() -> int:
                             for c in levels:
                                 label = (f"{'gRPC' if transport == 'grpc' else 'REST'} "
                                          f"w{workers} batch {mode} {images} img c{c}")  # fmt: skip
-                                if transport == "grpc":
-                                    fig = grpc_point(server, probe, args.model_name, images, c,
-                                                     seconds, label, use_h2load,
-                                                     args.max_requests)  # fmt: skip
-                                    if images == 1:
-                                        peak = max(peak, fig.throughput)
-                                else:
-                                    fig = rest_point(server, probe, args.model_name, images, c,
-                                                     seconds, label)  # fmt: skip
+                                probe.wait_idle()
+                                try:
+                                    if transport == "grpc":
+                                        fig = grpc_point(server, probe, args.model_name, images,
+                                                         c, seconds, label, use_h2load,
+                                                         args.max_requests)  # fmt: skip
+                                        if images == 1:
+                                            peak = max(peak, fig.throughput)
+                                    else:
+                                        fig = rest_point(server, probe, args.model_name, images,
+                                                         c, seconds, label)  # fmt: skip
+                                except Exception as exc:  # one bad point does not end the run
+                                    print(f"  {label}: FAILED {exc}", flush=True)
+                                    fig = Figure(label, float("nan"), float("nan"),
+                                                 float("nan"), 0, errors=-1)  # fmt: skip
                                 figures.append(fig)
                                 print(f"  {label}: {fig.throughput:,.0f} img/s, p50 "
                                       f"{fig.p50_ms:.2f} ms, p99 {fig.p99_ms:.2f} ms", flush=True)  # fmt: skip
-                    last = workers == worker_counts[-1] and mode == modes[-1]
-                    if last and peak > 0 and use_h2load and not args.no_open_loop:
-                        rate = peak / 2
-                        label = f"gRPC w{workers} batch {mode} 1 img open loop {rate:,.0f}/s"
-                        fig = grpc_point(server, probe, args.model_name, 1, 256, seconds * 2,
-                                         label, True, args.max_requests, rate_per_s=rate)  # fmt: skip
-                        open_loop.append(fig)
+                        last = workers == worker_counts[-1] and mode == modes[-1]
+                        if transport == "grpc" and last and peak > 0 and use_h2load and not args.no_open_loop:
+                            # Before the REST rows: nothing else runs on the server meanwhile.
+                            rate = peak / 2
+                            label = f"gRPC w{workers} batch {mode} 1 img open loop {rate:,.0f}/s"
+                            probe.wait_idle()
+                            try:
+                                open_loop.append(
+                                    grpc_point(server, probe, args.model_name, 1, 256,
+                                               seconds * 2, label, True, args.max_requests,
+                                               rate_per_s=rate)  # fmt: skip
+                                )
+                            except Exception as exc:
+                                print(f"  {label}: FAILED {exc}", flush=True)
                 finally:
                     server.stop()
         many = []

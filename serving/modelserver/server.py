@@ -421,4 +421,6 @@ def main(argv: list[str] | None = None) -> int:
         from serving.modelserver.workers.control_plane import run_control_plane
 
         return run_control_plane(flags, configs, list(sys.argv[1:] if argv is None else argv))
-    return asyncio.run(ModelServer(flags, configs).run())
+    from serving.modelserver import event_loop
+
+    return event_loop.run(ModelServer(flags, configs).run())

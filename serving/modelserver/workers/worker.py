@@ -23,7 +23,7 @@ import socket
 import sys
 from typing import Any
 
-from serving.modelserver import errors
+from serving.modelserver import errors, event_loop
 from serving.modelserver.batching import BatchingOptions
 from serving.modelserver.config import ModelServerConfig, PrometheusSettings
 from serving.modelserver.flags import parse_flags
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(fd))
     flags = parse_flags(flag_args)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(WorkerServer(flags, int(worker_id), sock).run())
+        return event_loop.run(WorkerServer(flags, int(worker_id), sock).run())
     return 0
 
 
