@@ -27,6 +27,7 @@ from serving.modelserver.flags import (
     parse_channel_arguments,
     parse_or_exit,
 )
+from serving.modelserver.workers.ports import check_ports_free, validate_worker_flags
 
 log = logging.getLogger("serving.modelserver")
 
@@ -93,8 +94,6 @@ def validate_flags(flags: ServerFlags) -> None:
                 "server_options.enable_batching to true."
             )
         )
-    from serving.modelserver.workers.ports import validate_worker_flags
-
     validate_worker_flags(flags)
     if flags.use_alts_credentials:
         # ALTS needs the handshaker service of Google Cloud's own VMs; grpcio's ALTS server
@@ -409,9 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate_flags(flags)
         configs = read_configs(flags)
-        from serving.modelserver.workers import ports
-
-        ports.check_ports_free(flags)
+        check_ports_free(flags)
     except StartupError as exc:
         if exc.detail:
             print(exc.detail, file=sys.stderr)
