@@ -1,11 +1,11 @@
 """numpy arrays -> TensorFlow feed tensors, without a copy where TensorFlow allows it.
 
-``tf.convert_to_tensor`` always copies, and its Python dispatch costs more than the copy: on
-the benchmark machine about 150 us for one 784-float image and over 1 ms for 256 images.
-DLPack hands TensorFlow the numpy buffer itself (about 1-5 us whatever the size). DLPack
-cannot mark a buffer read-only, so read-only arrays (those decoded with ``np.frombuffer`` from
-a request's ``tensor_content``) are copied once with numpy first (a memcpy: ~3 us for one
-image, ~55 us for 256). TensorFlow never writes into a feed, and the DLPack capsule keeps the
+``tf.convert_to_tensor`` always copies (also for aligned buffers), and its Python dispatch
+costs more than the copy: ``bench/feed_bench.py`` measured 13-25 us for one 784-float image and
+~180 us for 256 images against 1-8 us and 2-75 us through DLPack, which hands TensorFlow the
+numpy buffer itself. DLPack cannot mark a buffer read-only, so read-only arrays (those decoded
+with ``np.frombuffer`` from a request's ``tensor_content``) are copied once with numpy first (a
+memcpy). TensorFlow never writes into a feed, and the DLPack capsule keeps the
 numpy buffer alive as long as the tensor lives. Anything DLPack refuses (strings, unusual
 strides or dtypes) takes ``convert_to_tensor`` as before.
 
