@@ -390,7 +390,7 @@ def test_sigterm_drains_every_worker(model_store, tmp_path):
             req = predict_pb2.PredictRequest()
             req.model_spec.name = "echo"
             req.model_spec.signature_name = "spin"
-            codec.fill_tensor_proto(req.inputs["n"], np.array([150_000], np.int64))
+            codec.fill_tensor_proto(req.inputs["n"], np.array([400_000], np.int64))
             resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=120)
             results.append(int(codec.tensor_proto_to_ndarray(resp.outputs["done"])[0]))
         except Exception as exc:  # recorded and asserted below
@@ -398,16 +398,27 @@ def test_sigterm_drains_every_worker(model_store, tmp_path):
         finally:
             channel.close()
 
-    threads = [threading.Thread(target=slow, args=(i,)) for i in range(6)]
-    for t in threads:
+    # Connections land on workers by the kernel's hash: add slow requests (own connection
+    # each) until both workers hold one in flight (bounded).
+    threads: list[threading.Thread] = []
+    while len(threads) < 16:
+        before = sum(connections_by_pid(server.grpc_port, pids).values())
+        t = threading.Thread(target=slow, args=(len(threads),))
         t.start()
-    wait_for(lambda: all(n > 0 for n in connections_by_pid(server.grpc_port, pids).values()), 30,
-             "in-flight requests on both workers")
+        threads.append(t)
+        wait_for(
+            lambda b=before: sum(connections_by_pid(server.grpc_port, pids).values()) > b,
+            30,
+            "the request's connection",
+        )
+        if all(n > 0 for n in connections_by_pid(server.grpc_port, pids).values()):
+            break
+    assert all(n > 0 for n in connections_by_pid(server.grpc_port, pids).values())
     time.sleep(0.3)
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(120)
-    assert results == [150_000] * 6
+    assert results == [400_000] * len(threads)
     assert server.proc.wait(60) == 0
     assert not any(alive(p) for p in pids)
 
