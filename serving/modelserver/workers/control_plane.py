@@ -110,9 +110,15 @@ class ControlPlane(ModelServer):
     def __init__(self, flags: ServerFlags, configs: LoadedConfig, argv: list[str]) -> None:
         super().__init__(flags, configs)
         batching = configs.batching
+        tls = configs.tls
         init = {
             "batching": None if batching is None else dataclasses.asdict(batching),
             "prometheus": dataclasses.asdict(configs.prometheus),
+            # Certificates cross as base64 (the wire is JSON).
+            "tls": None if tls is None else {
+                k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+                for k, v in dataclasses.asdict(tls).items()
+            },
         }
         self.fleet = Fleet(
             flags.num_workers,

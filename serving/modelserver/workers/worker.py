@@ -89,13 +89,22 @@ class WorkerServer(ModelServer):
             self.manager.apply(body)  # synchronous: applied in arrival order
             return body["seq"]
         if kind == "init":
+            from serving.modelserver import session_config
+            from serving.modelserver.grpc_security import TlsSettings
+
             batching = body["batching"]
+            tls = body.get("tls")
             self.configs = LoadedConfig(
                 ModelServerConfig(),
                 None if batching is None else BatchingOptions(
                     **{**batching, "allowed_batch_sizes": tuple(batching["allowed_batch_sizes"])}
                 ),
                 PrometheusSettings(**body["prometheus"]),
+                # From this worker's own flags (its share of the intra-op threads included).
+                session_config.build(session_config.SessionFlags.from_flags(self.flags)),
+                None if tls is None else TlsSettings(
+                    **{k: base64.b64decode(v) if isinstance(v, str) else v for k, v in tls.items()}
+                ),
             )
             if not self._built:
                 await self._build()
