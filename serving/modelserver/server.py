@@ -6,6 +6,10 @@ read config files, load every configured model *before* any listener opens, then
 (``Exporting HTTP/REST API at:localhost:<port> ...``) on one asyncio loop (grpc.aio + aiohttp).
 SIGTERM/SIGINT stop accepting, let in-flight requests finish within
 ``--shutdown_grace_seconds`` and exit 0 (TF Serving itself does not drain).
+
+Size: a little over the layout limit because ``ModelServer`` is also the base of the worker and
+the control plane of ``--num_workers`` (``workers/``): its small hooks (``_make_manager``,
+``_announce``, ``_customize_rest_app``, ``reuse_port``) let them reuse the listeners unchanged.
 """
 
 from __future__ import annotations
