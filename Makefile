@@ -25,7 +25,7 @@ help:
 	@echo "make pin [VERSION=N]  begin rollouts: serve one version under the 'stable' label"
 	@echo "make canary VERSION=N | promote | rollback | rollout   model-level rollout (labels)"
 	@echo "make test          the whole test suite (what CI runs)"
-	@echo "make bench         server and codec benchmarks"
+	@echo "make bench         server and codec benchmarks (QUICK=1: a small subset; BENCH_ARGS=...)"
 	@echo "make mobile [VERSION=N]  TF Lite (float32, int8) + Core ML of a version, checked against it"
 	@echo "make k8s-validate  render and validate the Kubernetes manifests offline"
 	@echo "make k8s-render|k8s-apply K8S_OVERLAY=dev|prod   k8s-config STABLE=N [CANARY=M]"
@@ -90,7 +90,7 @@ bench: $(STAMP)
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; } || echo "h2load unavailable: gRPC load from the Python client"
 	@ls -d $(MODEL_REPO)/$(MODEL_NAME)/[0-9]* >/dev/null 2>&1 || $(MAKE) export
 	$(PY) bench/codec_bench.py
-	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME)
+	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME) $(if $(QUICK),--quick) $(BENCH_ARGS)
 	$(PY) bench/session_runtime_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME)
 
 # --- Kubernetes (k8s/, docs/k8s-runbook.md). Everything up to k8s-config works offline. ---

@@ -73,8 +73,14 @@ def run_h2load(
     counts: Callable[[], dict[str, float]],
     path: str = PREDICT_PATH,
     warmup_s: float = 1.0,
+    connections: int = 1,
+    rate_per_s: float = 0.0,
 ) -> H2LoadResult:
-    """``concurrency`` streams on one connection to ``target`` (``host:port``) for ``seconds``.
+    """``concurrency`` streams over ``connections`` connections to ``target`` (``host:port``)
+    for ``seconds``. With several server workers, SO_REUSEPORT spreads *connections*, so the
+    caller opens at least as many as there are workers. ``rate_per_s`` > 0 makes the load
+    open-loop: h2load starts requests at that fixed total rate (``--rps`` per connection),
+    whatever the answers' latency; ``concurrency`` then only caps the streams in flight.
 
     ``counts`` returns the server's request counts by status; the OK count must rise by exactly
     the number of requests h2load saw completed, and no other status may rise."""
@@ -85,11 +91,13 @@ def run_h2load(
         body = Path(tmp, "request.bin")
         body.write_bytes(grpc_frame(message))
         log = Path(tmp, "requests.tsv")
+        connections = max(1, min(connections, concurrency))
         cmd = [
             exe,
-            "-c1",
+            f"-c{connections}",
             "-t1",
-            f"-m{concurrency}",
+            f"-m{max(1, concurrency // connections)}",
+            *([f"--rps={max(1, round(rate_per_s / connections))}"] if rate_per_s > 0 else []),
             f"-D{max(1, round(seconds))}",
             f"--warm-up-time={max(0, round(warmup_s))}" if warmup_s > 0 else "--warm-up-time=0",
             "-d",

@@ -1,29 +1,34 @@
-"""Server benchmark: in-process signature throughput (the limit) vs. the embedded server over
-gRPC and REST with 1-image MNIST requests at several concurrencies, batching off and on. Load
-comes from C generators that leave the cores to the server: ``h2load`` for gRPC (Debian
-``nghttp2-client``, see ``grpc_h2load.py``; every answer's grpc-status is checked through the
-server's Prometheus request counts) and ``wrk`` for REST (see ``rest_wrk.py``). Without
-``h2load`` a Python grpc.aio generator is used instead (it costs the server ~0.2 ms of CPU per
-request on shared cores).
+"""Server benchmark matrix: the embedded server against the in-process limit, in one run.
 
-    .venv/bin/python bench/server_bench.py [--model-base models/mnist] [--seconds 3]
+    .venv/bin/python bench/server_bench.py [--quick] [--model-base models/mnist] [--seconds 3]
 
-Prints throughput (requests = images per second), p50 and p99 latency and the ratio to the
-in-process limit at batch 32. Bounded: every measurement runs for ``--seconds`` (and at most
-``--max-requests`` requests). The load generator shares the machine's cores with the server,
-so the figures are a floor. Each part is a separate function so that other transports (REST)
-can add their own measurement next to ``grpc_load``.
+Closed-loop rows: transport (gRPC with ``h2load``, REST with ``wrk``) x workers (1 / 2) x
+batching (off / on) x images per request (1 / 32 / 256) x concurrency (1 / 8 / 32 / 128):
+images/s, p50 / p99 per request, server CPU (control plane + workers, in cores and per
+image), server RSS (total and the largest worker), how the connections spread over the workers
+(SO_REUSEPORT spreads connections, not requests: gRPC opens ``min(concurrency, 8)``
+connections, at least as many as workers; wrk opens one per concurrent request), and the ratio
+to the in-process batch-32 limit measured in the same run. Then an open-loop row (gRPC, fixed
+rate at half the measured 1-image peak, h2load ``--rps``) for the p99 target, and the cost of
+many models (10 models x 2 versions: load time, RSS, GetModelStatus latency).
+
+``--quick``: concurrency 1 / 32, images 1 / 32, batching on, 2 s per point (a few minutes).
+The load generators run on the same cores as the server, so every figure is a floor; on a
+shared machine compare rows of one run, not runs. Every load is bounded in time.
+Without ``h2load`` a Python grpc.aio generator is used (it costs the server's cores more).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +37,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/rest_wrk.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/rest_wrk.py, grpc_h2load.py
+
+from serving.modelserver.workers import procinfo  # noqa: E402
 
 SIGNATURE = "predict_images"
+MAX_GRPC_CONNECTIONS = 8
 
 
 @dataclass
@@ -44,14 +52,12 @@ class Figure:
     p50_ms: float
     p99_ms: float
     count: int
-    server_cpu_us: float = float("nan")  # server process CPU per request (all its threads)
-    client_cpu_us: float = float("nan")  # load generator CPU per request
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    server_cores: float = float("nan")
+    server_cpu_us: float = float("nan")  # server CPU per image (all processes)
+    rss_mb: float = float("nan")  # server total
+    worker_rss_mb: float = float("nan")  # largest worker (or the single process)
+    spread: str = ""  # established connections per worker, e.g. "5/3"
+    errors: int = 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -68,7 +74,7 @@ def latest_version_dir(base: Path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def sample_images(n: int = 256) -> np.ndarray:
+def sample_images(n: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.random((n, 784), dtype=np.float32)
 
@@ -89,17 +95,16 @@ def inprocess_limit(version_dir: Path, batch: int, seconds: float, max_calls: in
         servable.run(SIGNATURE, {"images": x})["scores"]
         latencies.append(time.perf_counter() - t0)
     servable.close()
-    total = sum(latencies)
     return Figure(
         f"in-process batch {batch}",
-        batch * len(latencies) / total,
+        batch * len(latencies) / sum(latencies),
         1e3 * statistics.median(latencies),
         1e3 * percentile(latencies, 0.99),
         len(latencies),
     )
 
 
-def predict_request_bytes(model_name: str, image: np.ndarray) -> bytes:
+def predict_request_bytes(model_name: str, images: np.ndarray) -> bytes:
     from tensorflow_serving.apis import predict_pb2
 
     from clients import codec
@@ -107,191 +112,256 @@ def predict_request_bytes(model_name: str, image: np.ndarray) -> bytes:
     req = predict_pb2.PredictRequest()
     req.model_spec.name = model_name
     req.model_spec.signature_name = SIGNATURE
-    codec.fill_tensor_proto(req.inputs["images"], image.reshape(1, 784))
+    codec.fill_tensor_proto(req.inputs["images"], images)
     return req.SerializeToString()
 
 
-async def _grpc_load(target: str, payload: bytes, concurrency: int, seconds: float, max_requests: int):
+# -- the server's processes ------------------------------------------------------------------
+class ServerProbe:
+    """CPU, RSS and connection spread of a server and its workers during one load."""
+
+    def __init__(self, pid: int, grpc_port: int, rest_port: int) -> None:
+        self.pids = procinfo.server_pids(pid)
+        self.workers = procinfo.children(pid) or [pid]
+        self.ports = {"grpc": grpc_port, "rest": rest_port}
+        self.spread = ""
+        self._cpu0 = 0.0
+        self._t0 = 0.0
+
+    def cpu(self) -> float:
+        return sum(procinfo.cpu_seconds(p) for p in self.pids if procinfo.alive(p))
+
+    def wait_idle(self, limit_s: float = 60.0, cores: float = 0.2) -> float:
+        """Wait until the server is idle: an overloaded point (e.g. timed-out 256-image REST
+        bodies) leaves a backlog that would otherwise land in the next point."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s:
+            c0, t0 = self.cpu(), time.monotonic()
+            time.sleep(0.3)
+            if (self.cpu() - c0) / (time.monotonic() - t0) < cores:
+                break
+        return time.monotonic() - start
+
+    def start(self, transport: str, sample_after_s: float) -> None:
+        self._cpu0, self._t0 = self.cpu(), time.monotonic()
+        self.spread = ""
+
+        def sample() -> None:
+            time.sleep(sample_after_s)
+            counts = procinfo.connections_by_pid(self.ports[transport], self.workers)
+            self.spread = "/".join(str(counts[p]) for p in self.workers)
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def finish(self, fig: Figure, images_served: float) -> Figure:
+        cpu = self.cpu() - self._cpu0
+        wall = time.monotonic() - self._t0
+        rss = [procinfo.rss_bytes(p) for p in self.pids if procinfo.alive(p)]
+        worker_rss = [procinfo.rss_bytes(p) for p in self.workers if procinfo.alive(p)]
+        fig.server_cores = cpu / wall
+        fig.server_cpu_us = cpu / max(1.0, images_served) * 1e6
+        fig.rss_mb = sum(rss) / 2**20
+        fig.worker_rss_mb = max(worker_rss, default=0) / 2**20
+        fig.spread = self.spread
+        return fig
+
+
+# -- loads -----------------------------------------------------------------------------------
+async def _python_grpc_load(target, payload, concurrency, connections, seconds, max_requests):
     import grpc
 
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        # Pre-serialized request, raw response bytes: the client does as little as possible.
-        call = channel.unary_unary(
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    calls = [
+        c.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=None,
             response_deserializer=None,
         )
-        for _ in range(3):
-            await call(payload, timeout=30)
-        end = time.perf_counter() + seconds
+        for c in channels
+    ]
+    for call in calls:
+        await call(payload, timeout=30)
+    end = time.perf_counter() + seconds
 
-        async def worker():
-            nonlocal errors
-            while time.perf_counter() < end and len(latencies) < max_requests:
-                t0 = time.perf_counter()
-                try:
-                    await call(payload, timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
+    async def worker(i: int) -> None:
+        nonlocal errors
+        call = calls[i % len(calls)]
+        while time.perf_counter() < end and len(latencies) < max_requests:
+            t0 = time.perf_counter()
+            try:
+                await call(payload, timeout=30)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    for c in channels:
+        await c.close()
     return latencies, elapsed, errors
 
 
-def grpc_load(
-    target: str,
-    model_name: str,
-    concurrency: int,
-    seconds: float,
-    max_requests: int,
-    label: str,
-    server_pid: int | None = None,
-) -> Figure:
-    payload = predict_request_bytes(model_name, sample_images(1)[0])
-    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
-    cli0 = time.process_time()
-    latencies, elapsed, errors = asyncio.run(
-        _grpc_load(target, payload, concurrency, seconds, max_requests)
+def grpc_point(server, probe, model_name, images, concurrency, seconds, label, use_h2load,
+               max_requests, rate_per_s: float = 0.0) -> Figure:  # fmt: skip
+    payload = predict_request_bytes(model_name, sample_images(images))
+    connections = max(1, min(concurrency, MAX_GRPC_CONNECTIONS))
+    if use_h2load:
+        from grpc_h2load import PROMETHEUS_PATH, request_counts, run_h2load
+
+        url = f"{server.rest_url}{PROMETHEUS_PATH}"
+        probe.start("grpc", 1.0 + seconds / 2)
+        ok0 = request_counts(url, model_name).get("OK", 0)
+        result = run_h2load(
+            server.grpc_target,
+            payload,
+            concurrency,
+            seconds,
+            lambda: request_counts(url, model_name),
+            warmup_s=1.0,
+            connections=connections,
+            rate_per_s=rate_per_s,
+        )
+        served = request_counts(url, model_name).get("OK", 0) - ok0
+        fig = Figure(label, result.requests_per_s * images, result.p50_ms, result.p99_ms,
+                     result.requests, errors=result.errors)  # fmt: skip
+        return probe.finish(fig, served * images)
+    probe.start("grpc", seconds / 2)
+    lat, elapsed, errors = asyncio.run(
+        _python_grpc_load(server.grpc_target, payload, concurrency, connections, seconds,
+                          max_requests)  # fmt: skip
     )
-    n = max(1, len(latencies))
-    cli = (time.process_time() - cli0) / n * 1e6
-    srv = (process_cpu_seconds(server_pid) - srv0) / n * 1e6 if server_pid else float("nan")
-    if errors:
-        print(f"  ({errors} failed requests in {label})")
-    return Figure(
-        label,
-        len(latencies) / elapsed,
-        1e3 * statistics.median(latencies) if latencies else float("nan"),
-        1e3 * percentile(latencies, 0.99),
-        len(latencies),
-        srv,
-        cli,
-    )
+    fig = Figure(label, len(lat) * images / elapsed, 1e3 * statistics.median(lat) if lat else
+                 float("nan"), 1e3 * percentile(lat, 0.99), len(lat), errors=errors)  # fmt: skip
+    return probe.finish(fig, len(lat) * images)
 
 
-def h2load_grpc_load(
-    target: str,
-    rest_url: str,
-    model_name: str,
-    concurrency: int,
-    seconds: float,
-    label: str,
-    server_pid: int | None = None,
-) -> Figure:
-    """gRPC with ``h2load`` (bench/grpc_h2load.py); raises unless the server counted every
-    answer as OK. h2load's CPU is taken from the children's rusage."""
-    import resource
+def rest_point(server, probe, model_name, images, concurrency, seconds, label) -> Figure:
+    from rest_wrk import check_once, run_wrk
 
-    from grpc_h2load import PROMETHEUS_PATH, request_counts, run_h2load
+    url = f"{server.rest_url}/v1/models/{model_name}:predict"
+    body = json.dumps(
+        {"signature_name": SIGNATURE, "instances": sample_images(images).tolist()}
+    ).encode()
+    check_once(url, body)
+    run_wrk(url, body, concurrency, 1.0)  # warm-up: connections, first batches
+    probe.start("rest", seconds / 2)
+    result = run_wrk(url, body, concurrency, seconds)
+    fig = Figure(label, result.requests_per_s * images, result.p50_ms, result.p99_ms,
+                 result.requests, errors=result.errors)  # fmt: skip
+    return probe.finish(fig, result.requests * images)
 
-    payload = predict_request_bytes(model_name, sample_images(1)[0])
-    metrics_url = f"{rest_url}{PROMETHEUS_PATH}"
 
-    def counts() -> dict[str, float]:
-        return request_counts(metrics_url, model_name)
-
-    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # Warm-up inside the run (1 s) is excluded from h2load's figures but not from the CPU
-    # counters, so CPU per request divides by every request the server answered.
-    ok0 = counts().get("OK", 0)
-    result = run_h2load(target, payload, concurrency, seconds, counts, warmup_s=1.0)
-    served = max(1.0, counts().get("OK", 0) - ok0)
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cli = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / served * 1e6
-    srv = (process_cpu_seconds(server_pid) - srv0) / served * 1e6 if server_pid else float("nan")
-    if result.errors:
-        print(f"  ({result.errors} failed requests in {label})")
-    return Figure(
-        label, result.requests_per_s, result.p50_ms, result.p99_ms, result.requests, srv, cli
+# -- servers ---------------------------------------------------------------------------------
+def batching_config(timeout_micros: int, threads: int) -> str:
+    # Large enough for a 256-image request in one batch.
+    return (
+        "max_batch_size { value: 256 }\n"
+        f"batch_timeout_micros {{ value: {timeout_micros} }}\n"
+        f"num_batch_threads {{ value: {threads} }}\n"
+        "max_enqueued_batches { value: 1000 }\n"
     )
 
 
-def start_server(
-    model_base: Path,
-    model_name: str,
-    batching: bool,
-    workdir: Path,
-    batch_threads: int = 1,
-    rest: bool = False,
-    extra_args: tuple[str, ...] = (),
-    batch_timeout_micros: int = 0,
-):
+def start_server(args, workdir: Path, workers: int, batching: bool, model_args: list[str]):
     from grpc_h2load import MONITORING_CONFIG
 
     from serving.modelserver.process import EmbeddedServerProcess
 
     monitoring = workdir / "monitoring.config"
     monitoring.write_text(MONITORING_CONFIG)  # request counts: h2load's answers are checked
-    args = [
-        f"--model_name={model_name}",
-        f"--model_base_path={model_base.resolve()}",
+    flags = [
+        *model_args,
         "--file_system_poll_wait_seconds=0",
         f"--monitoring_config_file={monitoring}",
-        *extra_args,
+        f"--num_workers={workers}",
+        *args.server_arg,
     ]
     if batching:
         params = workdir / "batching.config"
-        params.write_text(
-            "max_batch_size { value: 32 }\n"
-            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
-            f"num_batch_threads {{ value: {batch_threads} }}\n"
-            "max_enqueued_batches { value: 1000 }\n"
+        params.write_text(batching_config(args.batch_timeout_micros, args.batch_threads))
+        flags += ["--enable_batching", f"--batching_parameters_file={params}"]
+    return EmbeddedServerProcess(flags, startup_timeout_s=600).start()
+
+
+def many_models(args, workdir: Path, version_dir: Path, workers: int) -> dict:
+    """10 models x 2 versions of the same SavedModel: start-up to ready, RSS, status latency."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from serving.modelserver.process import EmbeddedServerProcess
+
+    repo = workdir / f"many-{workers}"
+    entries = []
+    for i in range(10):
+        for v in (1, 2):
+            shutil.copytree(version_dir, repo / f"m{i}" / str(v))
+        entries.append(
+            f'config {{ name: "m{i}" base_path: "{repo / f"m{i}"}" model_platform: "tensorflow" '
+            "model_version_policy { all {} } }"
         )
-        args += ["--enable_batching", f"--batching_parameters_file={params}"]
-    return EmbeddedServerProcess(args, rest=rest).start()
+    config = repo / "models.config"
+    config.write_text("model_config_list {\n" + "\n".join(entries) + "\n}\n")
+    t0 = time.monotonic()
+    server = EmbeddedServerProcess(
+        [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
+         f"--num_workers={workers}"], rest=False, startup_timeout_s=900,
+    ).start()  # fmt: skip
+    load_s = time.monotonic() - t0
+    try:
+        pids = procinfo.server_pids(server.proc.pid)
+        worker_pids = procinfo.children(server.proc.pid) or pids
+        rss = sum(procinfo.rss_bytes(p) for p in pids) / 2**20
+        worker_rss = max(procinfo.rss_bytes(p) for p in worker_pids) / 2**20
+        channels = [
+            grpc.insecure_channel(server.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(4)
+        ]
+        stubs = [model_service_pb2_grpc.ModelServiceStub(c) for c in channels]
+        lat = []
+        for n in range(400):
+            req = get_model_status_pb2.GetModelStatusRequest()
+            req.model_spec.name = f"m{n % 10}"
+            t = time.perf_counter()
+            resp = stubs[n % 4].GetModelStatus(req, timeout=30)
+            lat.append(time.perf_counter() - t)
+            assert len(resp.model_version_status) == 2
+        for c in channels:
+            c.close()
+    finally:
+        server.stop()
+    return {
+        "workers": workers,
+        "load_s": load_s,
+        "rss_mb": rss,
+        "worker_rss_mb": worker_rss,
+        "status_p50_ms": 1e3 * statistics.median(lat),
+        "status_p99_ms": 1e3 * percentile(lat, 0.99),
+    }
 
 
-def rest_load(
-    rest_url: str,
-    model_name: str,
-    concurrency: int,
-    seconds: float,
-    label: str,
-    server_pid: int | None = None,
-) -> Figure:
-    """REST with ``wrk`` (bench/rest_wrk.py): one fixed 1-image ``instances`` body POSTed over
-    keep-alive connections; wrk's own CPU is taken from the children's rusage."""
-    import json
-    import resource
-
-    from rest_wrk import check_once, run_wrk
-
-    url = f"{rest_url}/v1/models/{model_name}:predict"
-    image = sample_images(1)[0].tolist()
-    body = json.dumps({"signature_name": SIGNATURE, "instances": [image]}).encode()
-    check_once(url, body)
-    run_wrk(url, body, concurrency, 1.0)  # warm-up: connections, first batches
-    srv0 = process_cpu_seconds(server_pid) if server_pid else 0.0
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = run_wrk(url, body, concurrency, seconds)
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    n = max(1, result.requests)
-    cli = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / n * 1e6
-    srv = (process_cpu_seconds(server_pid) - srv0) / n * 1e6 if server_pid else float("nan")
-    if result.errors:
-        print(f"  ({result.errors} failed requests in {label})")
-    return Figure(
-        label, result.requests_per_s, result.p50_ms, result.p99_ms, result.requests, srv, cli
-    )
-
-
-def print_table(limit: Figure, figures: list[Figure]) -> None:
-    print(
-        f"{'measurement':<30} {'img/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'n':>6} {'of limit':>8}"
-        f" {'srv cpu us/req':>14} {'cli cpu us/req':>14}"
-    )
-    for f in [limit, *figures]:
+# -- output ----------------------------------------------------------------------------------
+def print_table(limit: Figure, limits: list[Figure], figures: list[Figure]) -> None:
+    print("\n| measurement | img/s | p50 ms | p99 ms | of limit | server cores | server CPU us/img "
+          "| RSS MB (largest worker) | connections per worker | errors |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    for f in [*limits, *figures]:
         ratio = f.throughput / limit.throughput
+        if f.errors < 0:
+            print(f"| {f.label} | failed (see the log above) | | | | | | | | |")
+            continue
+        rss = "" if f.rss_mb != f.rss_mb else f"{f.rss_mb:.0f} ({f.worker_rss_mb:.0f})"
+        cores = "" if f.server_cores != f.server_cores else f"{f.server_cores:.2f}"
+        cpu = "" if f.server_cpu_us != f.server_cpu_us else f"{f.server_cpu_us:.0f}"
         print(
-            f"{f.label:<30} {f.throughput:>7.0f} {f.p50_ms:>7.2f} {f.p99_ms:>7.2f} "
-            f"{f.count:>6} {ratio:>8.0%} {f.server_cpu_us:>14.0f} {f.client_cpu_us:>14.0f}"
+            f"| {f.label} | {f.throughput:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | {ratio:.0%} "
+            f"| {cores} | {cpu} | {rss} | {f.spread} | {f.errors} |"
         )
 
 
@@ -299,98 +369,121 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base", type=Path, default=ROOT / "models" / "mnist")
     parser.add_argument("--model-name", default="mnist")
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--max-requests", type=int, default=200_000)
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--batching", default="off,on")
-    parser.add_argument("--transports", default="grpc,rest", help="grpc, rest (needs wrk)")
+    parser.add_argument("--quick", action="store_true", help="a small subset, 2 s per point")
+    parser.add_argument("--seconds", type=float, default=None, help="per point (default 3)")
+    parser.add_argument("--max-requests", type=int, default=500_000)
+    parser.add_argument("--concurrency", default=None, help="default 1,8,32,128")
+    parser.add_argument("--images", default=None, help="images per request, default 1,32,256")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--batching", default=None, help="default off,on")
+    parser.add_argument("--transports", default="grpc,rest", help="grpc (h2load), rest (wrk)")
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
+    parser.add_argument("--batch-threads", type=int, default=1, help="num_batch_threads")
+    parser.add_argument("--no-open-loop", action="store_true")
+    parser.add_argument("--no-many-models", action="store_true")
     parser.add_argument(
-        "--grpc-client",
-        choices=("auto", "h2load", "python"),
-        default="auto",
+        "--grpc-client", choices=("auto", "h2load", "python"), default="auto",
         help="gRPC load generator: h2load (nghttp2-client) when installed, else Python grpc.aio",
-    )
-    parser.add_argument(
-        "--server-arg", action="append", default=[], help="extra server flag (repeatable)"
-    )
-    parser.add_argument(
-        "--batch-threads", type=int, default=1, help="num_batch_threads (1 suits 2 cores)"
-    )
+    )  # fmt: skip
+    parser.add_argument("--server-arg", action="append", default=[], help="extra server flag")
     args = parser.parse_args()
+    seconds = args.seconds or (2.0 if args.quick else 3.0)
+    levels = [int(c) for c in (args.concurrency or ("1,32" if args.quick else "1,8,32,128")).split(",")]
+    sizes = [int(c) for c in (args.images or ("1,32" if args.quick else "1,32,256")).split(",")]
+    modes = (args.batching or ("on" if args.quick else "off,on")).split(",")
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    transports = args.transports.split(",")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.model_base.exists():
         raise SystemExit(f"{args.model_base} does not exist (run `make export` first)")
+    use_rest = "rest" in transports and shutil.which("wrk") is not None
+    if "rest" in transports and not use_rest:
+        print("wrk not found (apt-get install -y wrk): REST rows skipped")
+    use_h2load = args.grpc_client == "h2load" or (
+        args.grpc_client == "auto" and shutil.which("h2load") is not None
+    )
+    if args.grpc_client == "auto" and not use_h2load:
+        print("h2load not found (apt-get install -y nghttp2-client): Python gRPC client")
     version_dir = latest_version_dir(args.model_base)
-    print(f"model: {version_dir} ({SIGNATURE}), {os.cpu_count()} CPUs, {args.seconds} s per point")
+    print(
+        f"model: {version_dir} ({SIGNATURE}), {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at start, {seconds} s per point"
+        + (" (quick)" if args.quick else "")
+    )
 
-    limit = inprocess_limit(version_dir, 32, args.seconds, args.max_requests)
+    limits = [inprocess_limit(version_dir, b, seconds, args.max_requests) for b in (1, 32, 256)]
+    limit = limits[1]
     figures: list[Figure] = []
-    levels = [int(c) for c in args.concurrency.split(",")]
+    open_loop: list[Figure] = []
+    model_args = [f"--model_name={args.model_name}", f"--model_base_path={args.model_base.resolve()}"]
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.batching.split(","):
-            transports = args.transports.split(",")
-            use_rest = "rest" in transports
-            if use_rest and shutil.which("wrk") is None:
-                print("wrk not found (apt-get install -y wrk): REST rows skipped")
-                use_rest = False
-            use_h2load = args.grpc_client == "h2load" or (
-                args.grpc_client == "auto" and shutil.which("h2load") is not None
-            )
-            if args.grpc_client == "auto" and not use_h2load:
-                print("h2load not found (apt-get install -y nghttp2-client): Python gRPC client")
-            server = start_server(
-                args.model_base,
-                args.model_name,
-                mode == "on",
-                Path(tmp),
-                args.batch_threads,
-                rest=use_rest or use_h2load,  # h2load's check reads the Prometheus endpoint
-                extra_args=tuple(args.server_arg),
-                batch_timeout_micros=args.batch_timeout_micros,
-            )
-            try:
-                for c in levels if "grpc" in transports else []:
-                    label = f"gRPC batching {mode:<3} conc {c}"
-                    if use_h2load:
-                        figures.append(
-                            h2load_grpc_load(
-                                server.grpc_target,
-                                server.rest_url,
-                                args.model_name,
-                                c,
-                                args.seconds,
-                                label,
-                                server.proc.pid,
-                            )
-                        )
-                        continue
-                    figures.append(
-                        grpc_load(
-                            server.grpc_target,
-                            args.model_name,
-                            c,
-                            args.seconds,
-                            args.max_requests,
-                            label,
-                            server.proc.pid,
-                        )
-                    )
-                for c in levels if use_rest else []:
-                    label = f"REST batching {mode:<3} conc {c}"
-                    figures.append(
-                        rest_load(
-                            server.rest_url,
-                            args.model_name,
-                            c,
-                            args.seconds,
-                            label,
-                            server.proc.pid,
-                        )
-                    )
-            finally:
-                server.stop()
-    print_table(limit, figures)
+        for workers in worker_counts:
+            for mode in modes:
+                workdir = Path(tmp, f"w{workers}-{mode}")
+                workdir.mkdir()
+                server = start_server(args, workdir, workers, mode == "on", model_args)
+                probe = ServerProbe(server.proc.pid, server.grpc_port, server.rest_port)
+                peak = 0.0
+                try:
+                    for transport in ("grpc", "rest"):
+                        if transport not in transports or (transport == "rest" and not use_rest):
+                            continue
+                        for images in sizes:
+                            for c in levels:
+                                label = (f"{'gRPC' if transport == 'grpc' else 'REST'} "
+                                         f"w{workers} batch {mode} {images} img c{c}")  # fmt: skip
+                                probe.wait_idle()
+                                try:
+                                    if transport == "grpc":
+                                        fig = grpc_point(server, probe, args.model_name, images,
+                                                         c, seconds, label, use_h2load,
+                                                         args.max_requests)  # fmt: skip
+                                        if images == 1:
+                                            peak = max(peak, fig.throughput)
+                                    else:
+                                        fig = rest_point(server, probe, args.model_name, images,
+                                                         c, seconds, label)  # fmt: skip
+                                except Exception as exc:  # one bad point does not end the run
+                                    print(f"  {label}: FAILED {exc}", flush=True)
+                                    fig = Figure(label, float("nan"), float("nan"),
+                                                 float("nan"), 0, errors=-1)  # fmt: skip
+                                figures.append(fig)
+                                print(f"  {label}: {fig.throughput:,.0f} img/s, p50 "
+                                      f"{fig.p50_ms:.2f} ms, p99 {fig.p99_ms:.2f} ms", flush=True)  # fmt: skip
+                        last = workers == worker_counts[-1] and mode == modes[-1]
+                        if transport == "grpc" and last and peak > 0 and use_h2load and not args.no_open_loop:
+                            # Before the REST rows: nothing else runs on the server meanwhile.
+                            rate = peak / 2
+                            label = f"gRPC w{workers} batch {mode} 1 img open loop {rate:,.0f}/s"
+                            probe.wait_idle()
+                            try:
+                                open_loop.append(
+                                    grpc_point(server, probe, args.model_name, 1, 256,
+                                               seconds * 2, label, True, args.max_requests,
+                                               rate_per_s=rate)  # fmt: skip
+                                )
+                            except Exception as exc:
+                                print(f"  {label}: FAILED {exc}", flush=True)
+                finally:
+                    server.stop()
+        many = []
+        if not args.no_many_models:
+            for workers in worker_counts:
+                many.append(many_models(args, Path(tmp), version_dir, workers))
+    print_table(limit, limits, figures)
+    if open_loop:
+        print("\nOpen loop (fixed rate at half the 1-image gRPC peak of the same server):")
+        print_table(limit, [], open_loop)
+        for f in open_loop:
+            print(f"p99 / p50 = {f.p99_ms / f.p50_ms:.1f}")
+    if many:
+        print("\n| 10 models x 2 versions | start-up to ready s | RSS MB total | largest worker MB "
+              "| GetModelStatus p50 ms | p99 ms |")  # fmt: skip
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for m in many:
+            print(f"| {m['workers']} worker(s) | {m['load_s']:.1f} | {m['rss_mb']:.0f} | "
+                  f"{m['worker_rss_mb']:.0f} | {m['status_p50_ms']:.2f} | {m['status_p99_ms']:.2f} |")  # fmt: skip
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

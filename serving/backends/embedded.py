@@ -3,7 +3,9 @@
 The server gets the same flags and config files as the tensorflow/serving container; only
 the models root differs (the repository's absolute host path instead of ``/models``). It runs
 in its own session, so it outlives ``make serve`` and a closed terminal; its pid goes to
-``server.pid`` and its output to ``server.log`` under the run dir.
+``server.pid`` and its output to ``server.log`` under the run dir. It runs one worker process
+per CPU (``--num_workers``; ``EMBEDDED_NUM_WORKERS`` overrides); the pid is the control plane's,
+and the workers die with it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ def pid_state(pid: int) -> str:
     return "running"  # no /proc (macOS): trust the signal probe
 
 
+def default_num_workers() -> int:
+    """One worker process per CPU (``EMBEDDED_NUM_WORKERS`` overrides it)."""
+    raw = os.environ.get("EMBEDDED_NUM_WORKERS", "")
+    if raw.strip():
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise BackendError(f"EMBEDDED_NUM_WORKERS must be an integer, got {raw!r}") from None
+    return os.cpu_count() or 1
+
+
 class EmbeddedBackend:
     name = NAME
 
@@ -58,7 +71,7 @@ class EmbeddedBackend:
 
     def command(self, record: ServerRecord) -> list[str]:
         launcher = EmbeddedServerProcess(
-            args=server_flags(record.config_dir),
+            args=[*server_flags(record.config_dir), f"--num_workers={default_num_workers()}"],
             grpc_port=record.grpc_port,
             rest_port=record.rest_port,
             host=record.host,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from serving.modelserver import errors
+from serving.modelserver.tf_feed import aligned_empty
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -290,8 +291,19 @@ def _merge(tasks: list[_Task], opts: BatchingOptions) -> tuple[dict[str, np.ndar
         if padded > total:
             last = arrays[-1]
             arrays.append(np.repeat(last[:1], padded - total, axis=0))
-        merged[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        merged[name] = arrays[0] if len(arrays) == 1 else _concatenate(arrays)
     return merged, total, padded
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate into an aligned buffer: TensorFlow takes it as it is (tf_feed, no copy)."""
+    first = arrays[0]
+    if first.dtype == object:
+        return np.concatenate(arrays, axis=0)
+    dtype = np.result_type(*arrays)
+    shape = (sum(a.shape[0] for a in arrays), *first.shape[1:])
+    out = aligned_empty(shape, dtype)
+    return np.concatenate(arrays, axis=0, out=out)
 
 
 def _split(

@@ -73,11 +73,14 @@ class ServerFlags:
     bind_address: str = "0.0.0.0"
     # Extension: how long SIGTERM waits for in-flight requests before exiting.
     shutdown_grace_seconds: float = 10.0
+    # Extension: worker processes sharing the ports (SO_REUSEPORT) under one control plane
+    # (serving/modelserver/workers/). 1 = the single-process server.
+    num_workers: int = 1
 
     unknown: list[str] = field(default_factory=list)
 
 
-_EXTENSIONS = {"bind_address", "shutdown_grace_seconds"}
+_EXTENSIONS = {"bind_address", "shutdown_grace_seconds", "num_workers"}
 
 
 def _flag_fields() -> list:

@@ -174,12 +174,14 @@ class ModelController:
             self._record(entry)
             await self._load(entry)
             self._publish()
+            await self.manager.state_changed()
         await self._unload_unaspired(set(aspired))
 
     async def _load(self, entry: VersionEntry) -> None:
         mgr = self.manager
         entry.state = LOADING
         self._record(entry)
+        await self.manager.state_changed()
         log.info("Loading servable version {name: %s version: %d}", self.name, entry.version)
         attempts = 1 + max(0, mgr.options.max_num_load_retries)
         loop = asyncio.get_running_loop()
@@ -237,6 +239,8 @@ class ModelController:
         entry.state = UNLOADING
         self._record(entry)
         self._publish()
+        # With --num_workers: every worker has switched away before the version goes.
+        await self.manager.state_changed()
         log.info("Unloading servable version {name: %s version: %d}", self.name, entry.version)
         # In-flight requests hold their own reference to the servable; TF frees it after them.
         entry.servable = None
@@ -245,6 +249,7 @@ class ModelController:
         del self.entries[entry.version]
         if self.manager.metrics is not None:
             self.manager.metrics.set_version_available(self.name, entry.version, False)
+        await self.manager.state_changed()
 
 
 @dataclass
@@ -265,6 +270,11 @@ class ModelManager:
         self.labels: dict[str, dict[str, int]] = {}
         self._config_lock = asyncio.Lock()
         self._poll = _PollState()
+
+    async def state_changed(self) -> None:
+        """Called after every status, availability or label change, and awaited before the
+        controller goes on. No-op here; the control plane of ``--num_workers`` overrides it to
+        push the new state to every worker (workers/control_plane.py)."""
 
     # -- loading (runs in a worker thread) ---------------------------------------------------
     def load_version(self, name: str, version: int, path: str) -> Servable:

@@ -249,6 +249,52 @@ class Registry:
             HistogramFamily(tf_name, label_names, bucket_limits)
         )
 
+    # -- summing over worker processes (--num_workers) --------------------------------------
+
+    def snapshot(self) -> list[list]:
+        """Every family's cells as plain data (JSON-safe): ``[tf_name, kind, label_names,
+        limits, [[labels, value], ...]]``; a histogram's value is ``[buckets, sum, count]``."""
+        with self._lock:
+            families = list(self._families.values())
+        out: list[list] = []
+        for fam in families:
+            with fam._lock:
+                if isinstance(fam, HistogramFamily):
+                    cells = [[list(k), [list(v[0]), v[1], v[2]]] for k, v in fam._values.items()]
+                    limits = list(fam.limits)
+                else:
+                    cells = [[list(k), v] for k, v in fam._values.items()]  # type: ignore[attr-defined]
+                    limits = []
+            out.append([fam.tf_name, fam.kind, list(fam.label_names), limits, cells])
+        return out
+
+    def add_snapshot(self, snap: list[list]) -> None:
+        """Add another registry's ``snapshot()``: counters and histograms are summed, gauges
+        keep the largest value (the embedded availability gauge is the same in every worker,
+        a sum would count it once per worker)."""
+        for tf_name, kind, label_names, limits, cells in snap:
+            if kind == "histogram":
+                hist = self.histogram(tf_name, label_names, limits)
+                with hist._lock:
+                    for labels, (buckets, total, count) in cells:
+                        entry = hist._values.setdefault(
+                            tuple(labels), [[0] * (len(hist.limits) + 1), 0.0, 0]
+                        )
+                        entry[0] = [a + b for a, b in zip(entry[0], buckets, strict=True)]
+                        entry[1] += total
+                        entry[2] += count
+                continue
+            fam = self.gauge(tf_name, label_names) if kind == "gauge" else self.counter(
+                tf_name, label_names
+            )
+            with fam._lock:
+                for labels, value in cells:
+                    key = tuple(labels)
+                    if kind == "gauge":
+                        fam._values[key] = max(fam._values.get(key, value), value)
+                    else:
+                        fam._values[key] = fam._values.get(key, 0) + value
+
     def render(self) -> str:
         with self._lock:
             families = sorted(self._families.values(), key=lambda f: f.name)

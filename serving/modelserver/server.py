@@ -6,6 +6,10 @@ read config files, load every configured model *before* any listener opens, then
 (``Exporting HTTP/REST API at:localhost:<port> ...``) on one asyncio loop (grpc.aio + aiohttp).
 SIGTERM/SIGINT stop accepting, let in-flight requests finish within
 ``--shutdown_grace_seconds`` and exit 0 (TF Serving itself does not drain).
+
+Size: a little over the layout limit because ``ModelServer`` is also the base of the worker and
+the control plane of ``--num_workers`` (``workers/``): its small hooks (``_make_manager``,
+``_announce``, ``_customize_rest_app``, ``reuse_port``) let them reuse the listeners unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from serving.modelserver.flags import (
     parse_channel_arguments,
     parse_or_exit,
 )
+from serving.modelserver.workers.ports import check_ports_free, validate_worker_flags
 
 log = logging.getLogger("serving.modelserver")
 
@@ -93,6 +98,7 @@ def validate_flags(flags: ServerFlags) -> None:
                 "server_options.enable_batching to true."
             )
         )
+    validate_worker_flags(flags)
     if flags.use_alts_credentials:
         # ALTS needs the handshaker service of Google Cloud's own VMs; grpcio's ALTS server
         # credentials cannot complete a handshake anywhere else.
@@ -149,12 +155,15 @@ class ModelServer:
         self.health = None
         self.rest_port: int | None = None
         self._stop = asyncio.Event()
+        # Worker processes (--num_workers > 1) share the ports with SO_REUSEPORT; the single
+        # process turns gRPC's default SO_REUSEPORT off so a held port fails to bind.
+        self.reuse_port = False
 
     async def _build(self):
         from serving.modelserver import session_config
         from serving.modelserver.batching import BatchScheduler
         from serving.modelserver.dataplane import ServingDataPlane
-        from serving.modelserver.manager import ManagerOptions, ModelManager
+        from serving.modelserver.manager import ManagerOptions
         from serving.modelserver.metrics import Metrics
 
         f = self.flags
@@ -179,7 +188,7 @@ class ModelServer:
             saved_model_tags=tuple(t for t in f.saved_model_tags.split(",") if t),
             session_config=self.configs.session_config,
         )
-        self.manager = ModelManager(options, self.load_executor, self.metrics)
+        self.manager = self._make_manager(options)
         scheduler = None
         if self.configs.batching is not None:
             scheduler = BatchScheduler(self.configs.batching, self.infer_executor, self.metrics)
@@ -190,6 +199,21 @@ class ModelServer:
             metrics=self.metrics,
             enable_signature_method_name_check=f.enable_signature_method_name_check,
         )
+
+    def _make_manager(self, options):
+        from serving.modelserver.manager import ModelManager
+
+        return ModelManager(options, self.load_executor, self.metrics)
+
+    def _announce(self, what: str, port: int) -> None:
+        """The ready lines that process.py and the backends wait for."""
+        if what == "grpc":
+            log.info("Running gRPC ModelServer at %s:%d ...", self.flags.bind_address, port)
+        else:
+            log.info("Exporting HTTP/REST API at:localhost:%d ...", port)
+
+    def _customize_rest_app(self, app) -> None:
+        """Hook before the REST app starts (workers answer the monitoring path themselves)."""
 
     async def run(self) -> int:
         await self._build()
@@ -252,9 +276,9 @@ class ModelServer:
         from serving.modelserver.health import HealthService
 
         f = self.flags
-        server = grpc.aio.server(
-            options=grpc_api.server_options(parse_channel_arguments(f.grpc_channel_arguments))
-        )
+        options = grpc_api.server_options(parse_channel_arguments(f.grpc_channel_arguments))
+        options.append(("grpc.so_reuseport", 1 if self.reuse_port else 0))
+        server = grpc.aio.server(options=options)
         grpc_api.add_services(
             server,
             self.dataplane,
@@ -302,7 +326,7 @@ class ModelServer:
         if self.health is not None:
             await self.health.mark_serving()
         if f.port != 0:
-            log.info("Running gRPC ModelServer at %s:%d ...", f.bind_address, self.grpc_port)
+            self._announce("grpc", self.grpc_port)
         if f.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", f.grpc_socket_path)
         return server
@@ -329,10 +353,17 @@ class ModelServer:
             monitoring_path=prom.path if prom.enabled else None,
             enable_cors=f.rest_api_enable_cors_support,
         )
+        self._customize_rest_app(app)
         runner = web.AppRunner(app, **rest.RUNNER_OPTIONS)
         await runner.setup()
         grace = max(0.0, f.shutdown_grace_seconds)
-        site = web.TCPSite(runner, f.bind_address, f.rest_api_port, shutdown_timeout=grace)
+        site = web.TCPSite(
+            runner,
+            f.bind_address,
+            f.rest_api_port,
+            shutdown_timeout=grace,
+            reuse_port=self.reuse_port or None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -340,7 +371,7 @@ class ModelServer:
             await runner.cleanup()
             return None
         self.rest_port = f.rest_api_port
-        log.info("Exporting HTTP/REST API at:localhost:%d ...", f.rest_api_port)
+        self._announce("rest", f.rest_api_port)
         return runner
 
     async def _poll_config_file(self) -> None:
@@ -381,9 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate_flags(flags)
         configs = read_configs(flags)
+        check_ports_free(flags)
     except StartupError as exc:
         if exc.detail:
             print(exc.detail, file=sys.stderr)
         print(f"Failed to start server. Error: {_status_text(exc.error)}", file=sys.stderr, flush=True)
         return EXIT_BAD_FLAGS
-    return asyncio.run(ModelServer(flags, configs).run())
+    if flags.num_workers > 1:
+        from serving.modelserver.workers.control_plane import run_control_plane
+
+        return run_control_plane(flags, configs, list(sys.argv[1:] if argv is None else argv))
+    from serving.modelserver import event_loop
+
+    return event_loop.run(ModelServer(flags, configs).run())

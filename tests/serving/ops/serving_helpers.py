@@ -59,7 +59,11 @@ class Predictor:
     def __init__(self, target: str) -> None:
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        self.channel = grpc.insecure_channel(target)
+        # Its own connection (grpc-python shares one per target otherwise): with several
+        # workers, SO_REUSEPORT spreads connections, so each Predictor may reach another one.
+        self.channel = grpc.insecure_channel(
+            target, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
 
     def version_for(self, request, timeout_s: float = 10.0) -> int:

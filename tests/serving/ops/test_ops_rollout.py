@@ -22,10 +22,12 @@ from serving.backends.record import RunDir
 from serving.cli import main
 from serving.config import ModelServing, VersionPolicy
 from serving.modelserver.process import free_port
+from serving.modelserver.workers import procinfo
 from serving.rollout import Rollout, RolloutError
 
 pytestmark = pytest.mark.slow
 
+WORKERS = 2  # the embedded backend's worker processes: the rollout must hold across them
 THREADS = 16
 CANARY_THREADS = 6  # the rest ask for 'stable'
 MAX_REQUESTS_PER_THREAD = 4000
@@ -44,8 +46,11 @@ def fresh_server(tiny_mnist_repo, tmp_path):
         repo=repo, server="embedded", grpc_port=free_port(), rest_port=free_port(),
         run_dir=run_dir, export_if_empty=False, timeout_s=120,
     )  # fmt: skip
-    record = up(opts, say=lambda _: None)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("EMBEDDED_NUM_WORKERS", str(WORKERS))
+        record = up(opts, say=lambda _: None)
     try:
+        assert len(procinfo.children(record.pid)) == WORKERS
         yield {"repo": repo, "run_dir": run_dir, "record": record}
     finally:
         down(run_dir, say=lambda _: None)
@@ -141,6 +146,14 @@ def test_canary_promote_rollback_under_load(fresh_server, tiny_mnist_repo):
     threads = [threading.Thread(target=load.run, args=(i,), daemon=True) for i in range(THREADS)]
     for thread in threads:
         thread.start()
+
+    # The load's connections reach every worker (seen from the kernel).
+    deadline = time.monotonic() + 60
+    while sum(len(r) for r in load.results) < THREADS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = procinfo.children(record.pid)
+    spread = procinfo.connections_by_pid(record.grpc_port, workers)
+    assert len(workers) == WORKERS and all(n > 0 for n in spread.values()), spread
 
     steps: list[Step] = []
 
