@@ -221,12 +221,16 @@ class BatchQueue:
             tasks = [t for t in batch.tasks if not t.future.done()]  # drop cancelled callers
             if not tasks:
                 return
-            merged, total, padded = _merge(tasks, self.options)
-            if metrics is not None:
-                for t in tasks:
-                    metrics.observe_queuing_latency(self.options.thread_pool_name, now - t.enqueued_at)
-                metrics.record_batch(self.name, total, padded)
             try:
+                # Inside the try: a merge that fails (e.g. padding tensors of different ranks)
+                # must answer every waiting caller, not leave them hanging.
+                merged, total, padded = _merge(tasks, self.options)
+                if metrics is not None:
+                    for t in tasks:
+                        metrics.observe_queuing_latency(
+                            self.options.thread_pool_name, now - t.enqueued_at
+                        )
+                    metrics.record_batch(self.name, total, padded)
                 outputs = await loop.run_in_executor(self.scheduler.executor, self.run_fn, merged)
                 parts = _split(outputs, [t.size for t in tasks], padded)
             except Exception as exc:  # one error answers every task of the batch

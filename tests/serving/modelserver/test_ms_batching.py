@@ -153,6 +153,28 @@ def test_different_inner_shapes_do_not_share_a_batch(executor):
     assert results[2]["y"].shape == (1, 3)
 
 
+def test_a_batch_that_cannot_be_merged_answers_every_caller(executor):
+    """With padding on, tasks of different ranks share a batch and the merge fails: every
+    caller gets the error (before, the merge raised outside the answer path and they hung)."""
+
+    async def main():
+        rec = Recorder()
+        opts = BatchingOptions(num_batch_threads=1, pad_variable_length_inputs=True)
+        queue = BatchScheduler(opts, executor).queue(rec)
+        first = asyncio.ensure_future(queue.submit({"x": np.zeros((1, 1))}))
+        await _wait_started(rec)
+        a = asyncio.ensure_future(queue.submit({"x": np.ones((1, 2))}))
+        b = asyncio.ensure_future(queue.submit({"x": np.ones((1, 2, 2))}))
+        await asyncio.sleep(0.02)
+        rec.release.set()
+        await first
+        return await asyncio.gather(a, b, return_exceptions=True)
+
+    results = run(main())
+    assert [type(r) for r in results] == [errors.InvalidArgument] * 2
+    assert "different ranks" in str(results[0])
+
+
 def test_batched_results_equal_unbatched_on_mnist(tiny_mnist_repo):
     from serving.modelserver.config import single_model_config
     from serving.modelserver.dataplane import ServingDataPlane
