@@ -11,17 +11,22 @@ ARCH ?= cnn
 EPOCHS ?=
 SEED ?= 0
 SERVER ?= auto
+# docker only: a tensorflow/serving-compatible image (empty: the pinned tensorflow/serving)
+IMAGE ?=
 VERSION ?=
 PYTEST_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv export list test lint serve stop status bench k8s-validate canary promote rollback pin rollout mobile seeds clean
+.PHONY: help venv export list test lint serve stop status docker-engine docker-engine-stop image bench k8s-validate canary promote rollback pin rollout mobile seeds clean
 
 help:
 	@echo "make export        train + gate + publish a version (ARCH=cnn|softmax, MODEL_REPO=models)"
 	@echo "make serve         serve MODEL_REPO on gRPC :8500 and REST :8501 (SERVER=auto|docker|embedded)"
 	@echo "make stop|status   stop or inspect the background server"
+	@echo "make serve SERVER=docker IMAGE=mnist-serving/model-server:<version>   the local image"
+	@echo "make docker-engine | docker-engine-stop   start/stop a Docker engine (root)"
+	@echo "make image         build mnist-serving/model-server:<version> (root, an engine)"
 	@echo "make pin [VERSION=N]  begin rollouts: serve one version under the 'stable' label"
 	@echo "make canary VERSION=N | promote | rollback | rollout   model-level rollout (labels)"
 	@echo "make test          the whole test suite (what CI runs)"
@@ -60,7 +65,20 @@ lint: $(STAMP)
 	$(VENV)/bin/pylint export serving clients
 
 serve: $(STAMP)
-	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER)
+	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER) $(if $(IMAGE),--image $(IMAGE))
+
+# A Docker engine for the docker backend (root: installs docker.io, starts dockerd without a
+# bridge; otherwise says why not in one line). Only the daemon started here is stopped.
+docker-engine:
+	@tools/docker_engine.sh start
+
+docker-engine-stop:
+	@tools/docker_engine.sh stop
+
+# mnist-serving/model-server:<version>: the embedded server behind tensorflow/serving's
+# interface, root filesystem from debootstrap (tools/image/). Skips when it exists (FORCE=1).
+image:
+	@bash tools/image/build.sh
 
 stop: $(STAMP)
 	$(PY) -m serving down
