@@ -13,8 +13,13 @@ SEED ?= 0
 SERVER ?= auto
 # docker only: a tensorflow/serving-compatible image (empty: the pinned tensorflow/serving)
 IMAGE ?=
+# Ports for `make serve` (empty: 8500 gRPC, 8501 REST)
+GRPC_PORT ?=
+REST_PORT ?=
 VERSION ?=
 PYTEST_ARGS ?=
+# more `python -m export train` options for make export (e.g. --min-accuracy 0.5)
+EXPORT_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -45,7 +50,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 export: $(STAMP)
-	$(PY) -m export train --arch $(ARCH) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m export train --arch $(ARCH) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(EXPORT_ARGS)
 
 list: $(STAMP)
 	$(PY) -m export list --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
@@ -65,7 +70,7 @@ lint: $(STAMP)
 	$(VENV)/bin/pylint export serving clients
 
 serve: $(STAMP)
-	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER) $(if $(IMAGE),--image $(IMAGE))
+	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER) $(if $(IMAGE),--image $(IMAGE)) $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) $(if $(REST_PORT),--rest-port $(REST_PORT))
 
 # A Docker engine for the docker backend (root: installs docker.io, starts dockerd without a
 # bridge; otherwise says why not in one line). Only the daemon started here is stopped.

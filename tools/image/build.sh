@@ -154,8 +154,10 @@ mount -t proc proc "$TREE/proc"
 MOUNTS+=("$TREE/proc")
 
 # --- 4. what a model server never needs ---
-in_tree chroot "$TREE" "$VENV/bin/python" -m pip uninstall -q -y pip setuptools wheel >/dev/null 2>&1 || true
-in_tree chroot "$TREE" dpkg --purge python3-venv python3-pip-whl python3-setuptools-whl >/dev/null
+# libclang (a TensorFlow requirement for its code generators, 60 MB) is never imported by a
+# server; pip, setuptools and wheel only install things.
+in_tree chroot "$TREE" "$VENV/bin/python" -m pip uninstall -q -y libclang pip setuptools wheel >/dev/null 2>&1 || true
+in_tree chroot "$TREE" dpkg --purge python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl >/dev/null
 SITE=$(echo "$TREE$VENV"/lib/python3*/site-packages)
 rm -rf "$SITE/tensorflow/include"  # C++ headers for building custom ops
 find "$SITE" -depth -type d \( -name tests -o -name testing_data \) -prune -exec rm -rf {} +
@@ -191,7 +193,7 @@ tar --numeric-owner -C "$TREE" -cf - . | docker import \
     --change 'EXPOSE 8501' \
     --change "LABEL org.opencontainers.image.version=$VERSION" \
     --change 'LABEL mnist-serving.bind-address=true' \
-    --change 'LABEL org.opencontainers.image.title=mnist-serving model server (embedded TF Serving stand-in)' \
+    --change 'LABEL org.opencontainers.image.title="mnist-serving model server (embedded TF Serving stand-in)"' \
     - "$IMAGE" >/dev/null
 [[ -n ${KEEP_TREE:-} ]] || rm -rf "$TREE"
 

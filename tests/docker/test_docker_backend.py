@@ -1,0 +1,195 @@
+"""`make serve SERVER=docker IMAGE=<the local image>` against the real engine: the same answers
+as the embedded server, the container's mounts, status, idempotent serve, stop, crashes.
+
+Each test starts its own container from a private copy of the tiny repository (a fresh
+repository with one published version) in its own run dir, on ports free at run time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from docker_helpers import copy_repo, grpc_predict, predict_request, rest, run_make
+
+from serving.backends.lifecycle import UpOptions, down, port_problem, up
+from serving.backends.record import RunDir
+from serving.modelserver.process import free_port
+
+
+@pytest.fixture
+def docker_serve(docker_client, server_image, tiny_mnist_repo, tmp_path, make_env):
+    """`make serve SERVER=docker IMAGE=...` on a fresh repository; `make stop` afterwards."""
+    repo = copy_repo(tiny_mnist_repo, tmp_path / "models")
+    grpc_port, rest_port = free_port(), free_port()
+    args = [
+        "serve", "SERVER=docker", f"IMAGE={server_image}", f"MODEL_REPO={repo}",
+        f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}",
+    ]  # fmt: skip
+    result = run_make(make_env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = RunDir(tmp_path / "run")
+    record = run_dir.read_record()
+    assert record is not None and record.backend == "docker"
+    served = {
+        "repo": repo, "run_dir": run_dir, "record": record, "env": make_env, "args": args,
+        "out": result.stdout, "client": docker_client,
+    }  # fmt: skip
+    try:
+        yield served
+    finally:
+        run_make(make_env, "stop")
+        # Whatever a test did, no container of this run dir outlives it.
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"mnist-serving.run-dir={run_dir.path}"}
+        ):
+            container.remove(force=True)
+
+
+def test_docker_serves_what_the_embedded_server_serves(docker_serve, tiny_mnist_repo, tmp_path):
+    record = docker_serve["record"]
+    assert record.image.startswith("mnist-serving/model-server:")
+    assert record.network == "host"  # this engine has no bridge (dockerd --bridge=none)
+    embedded_run = RunDir(tmp_path / "embedded-run")
+    opts = UpOptions(
+        repo=docker_serve["repo"], server="embedded", grpc_port=free_port(),
+        rest_port=free_port(), run_dir=embedded_run, export_if_empty=False, timeout_s=120,
+    )  # fmt: skip
+    embedded = up(opts, say=lambda _: None)
+    try:
+        images = tiny_mnist_repo.test_images[:5]
+        body = {"instances": images.tolist()}
+        for path, payload in (
+            ("/v1/models/mnist", None),
+            ("/v1/models/mnist/metadata", None),
+            ("/v1/models/mnist:predict", body),
+            (
+                "/v1/models/mnist:predict",
+                {"signature_name": "predict_images", "inputs": images.tolist()},
+            ),
+        ):
+            from_docker = rest(record.rest_url + path, payload)
+            assert from_docker == rest(embedded.rest_url + path, payload), path
+        classes = [
+            p["classes"]
+            for p in rest(record.rest_url + "/v1/models/mnist:predict", body)["predictions"]
+        ]
+        assert classes == tiny_mnist_repo.predictions[:5].tolist()
+        request = predict_request(images)
+        from_docker = grpc_predict(record.grpc_target, request)
+        assert from_docker == grpc_predict(embedded.grpc_target, request)
+        assert from_docker.model_spec.version.value == 1
+    finally:
+        down(embedded_run, say=lambda _: None)
+
+
+def test_the_repository_is_read_only_and_the_config_is_at_config(docker_serve):
+    record = docker_serve["record"]
+    container = docker_serve["client"].containers.get(record.container_id)
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert mounts["/models"]["Source"] == str(docker_serve["repo"])
+    assert mounts["/models"]["RW"] is False
+    assert mounts["/config"]["Source"] == str(docker_serve["run_dir"].config_dir)
+    code, out = container.exec_run(["/bin/sh", "-c", "echo x > /models/written-from-inside"])
+    assert code != 0 and b"Read-only file system" in out
+    assert not (docker_serve["repo"] / "written-from-inside").exists()
+    code, out = container.exec_run(["cat", "/config/models.config"])
+    assert code == 0
+    assert out.decode() == (docker_serve["run_dir"].config_dir / "models.config").read_text()
+    assert 'base_path: "/models/mnist"' in out.decode()
+    # The server was told to read exactly those files, and to listen on loopback only.
+    args = container.attrs["Args"]
+    assert "--model_config_file=/config/models.config" in args
+    assert "--bind_address=127.0.0.1" in args
+
+
+def test_make_status_reads_the_container(docker_serve):
+    record = docker_serve["record"]
+    result = run_make(docker_serve["env"], "status")
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"mnist: docker server (container {record.container_id[:12]}, image {record.image}, "
+        "host network)" in result.stdout
+    )
+    assert "version 1    AVAILABLE" in result.stdout
+    assert f"REST  {record.rest_url}/v1/models/mnist" in result.stdout
+
+
+def test_a_second_make_serve_changes_nothing(docker_serve):
+    record, client = docker_serve["record"], docker_serve["client"]
+    before = docker_serve["run_dir"].record_file.read_text()
+    started = client.containers.get(record.container_id).attrs["State"]["StartedAt"]
+    result = run_make(docker_serve["env"], *docker_serve["args"])
+    assert result.returncode == 0, result.stderr
+    assert "already serving mnist (docker)" in result.stdout
+    assert docker_serve["run_dir"].record_file.read_text() == before
+    assert client.containers.get(record.container_id).attrs["State"]["StartedAt"] == started
+    ours = client.containers.list(
+        all=True, filters={"label": f"mnist-serving.run-dir={docker_serve['run_dir'].path}"}
+    )
+    assert [c.id for c in ours] == [record.container_id]
+
+
+def test_make_stop_removes_the_container_and_frees_the_ports(docker_serve):
+    import docker
+
+    record, client = docker_serve["record"], docker_serve["client"]
+    result = run_make(docker_serve["env"], "stop")
+    assert result.returncode == 0, result.stderr
+    assert "stopped the docker server for mnist" in result.stdout
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(record.container_id)
+    assert port_problem("127.0.0.1", record.grpc_port) is None
+    assert port_problem("127.0.0.1", record.rest_port) is None
+    assert not docker_serve["run_dir"].record_file.exists()
+    assert run_make(docker_serve["env"], "status").returncode != 0  # not serving
+
+
+def test_a_crashed_container_is_detected_and_replaced(docker_serve, tiny_mnist_repo):
+    import docker
+
+    record, client, env = docker_serve["record"], docker_serve["client"], docker_serve["env"]
+    client.containers.get(record.container_id).kill()  # the server dies under the record
+    status = run_make(env, "status")
+    assert status.returncode != 0
+    assert "removing stale server record" in status.stdout
+    assert f"the container {record.container_id[:12]} is exited" in status.stdout
+    with pytest.raises(docker.errors.NotFound):  # removed once its log was shown
+        client.containers.get(record.container_id)
+    again = run_make(env, *docker_serve["args"])
+    assert again.returncode == 0, again.stderr
+    fresh = docker_serve["run_dir"].read_record()
+    assert fresh.container_id != record.container_id
+    body = {"instances": tiny_mnist_repo.test_images[:2].tolist()}
+    assert len(rest(f"{fresh.rest_url}/v1/models/mnist:predict", body)["predictions"]) == 2
+
+
+def test_a_container_left_by_an_interrupted_serve_is_replaced(docker_serve):
+    """`serve` killed after the container started but before it wrote its record: the
+    container runs and holds the ports, and nothing names it. The next serve finds it by its
+    run-dir label, removes it and starts afresh."""
+    import docker
+
+    record, client, env = docker_serve["record"], docker_serve["client"], docker_serve["env"]
+    docker_serve["run_dir"].record_file.unlink()
+    assert client.containers.get(record.container_id).status == "running"
+    again = run_make(env, *docker_serve["args"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "removing stale container mnist-serving-mnist-" in again.stdout
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(record.container_id)
+    fresh = docker_serve["run_dir"].read_record()
+    assert fresh.container_id != record.container_id
+    assert (
+        rest(f"{fresh.rest_url}/v1/models/mnist")["model_version_status"][0]["state"] == "AVAILABLE"
+    )
+
+
+def test_serve_output_says_where_it_listens(docker_serve):
+    out = docker_serve["out"]
+    record = docker_serve["record"]
+    assert "starting the docker server for mnist" in out
+    assert f"gRPC  {record.grpc_target}" in out
+    # The local image honours --bind_address, so there is no all-interfaces warning.
+    assert "listens on every interface" not in out
+    assert json.loads(docker_serve["run_dir"].record_file.read_text())["network"] == "host"
