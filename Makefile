@@ -13,6 +13,8 @@ SEED ?= 0
 SERVER ?= auto
 # docker only: a tensorflow/serving-compatible image (empty: the pinned tensorflow/serving)
 IMAGE ?=
+# seconds a rollout step waits for versions to become AVAILABLE (empty: 180)
+ROLLOUT_TIMEOUT ?=
 # Ports for `make serve` (empty: 8500 gRPC, 8501 REST)
 GRPC_PORT ?=
 REST_PORT ?=
@@ -93,16 +95,16 @@ status: $(STAMP)
 
 canary: $(STAMP)
 	@test -n "$(VERSION)" || { echo "usage: make canary VERSION=N"; exit 2; }
-	$(PY) -m serving rollout canary $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout canary $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 promote: $(STAMP)
-	$(PY) -m serving rollout promote --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout promote --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 rollback: $(STAMP)
-	$(PY) -m serving rollout rollback --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout rollback --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 pin: $(STAMP)
-	$(PY) -m serving rollout pin $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout pin $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 rollout: $(STAMP)
 	$(PY) -m serving rollout status --repo $(MODEL_REPO) --model-name $(MODEL_NAME)

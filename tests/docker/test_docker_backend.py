@@ -1,13 +1,16 @@
 """`make serve SERVER=docker IMAGE=<the local image>` against the real engine: the same answers
 as the embedded server, the container's mounts, status, idempotent serve, stop, crashes.
 
-Each test starts its own container from a private copy of the tiny repository (a fresh
-repository with one published version) in its own run dir, on ports free at run time.
+Every container serves a private copy of the tiny repository (a fresh repository with one
+published version) from its own run dir, on ports free at run time. Tests that only look share
+one container; tests that stop or break theirs start their own.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from docker_helpers import copy_repo, grpc_predict, predict_request, rest, run_make
@@ -17,42 +20,63 @@ from serving.backends.record import RunDir
 from serving.modelserver.process import free_port
 
 
-@pytest.fixture
-def docker_serve(docker_client, server_image, tiny_mnist_repo, tmp_path, make_env):
-    """`make serve SERVER=docker IMAGE=...` on a fresh repository; `make stop` afterwards."""
-    repo = copy_repo(tiny_mnist_repo, tmp_path / "models")
-    grpc_port, rest_port = free_port(), free_port()
+def start_serve(client, image: str, tiny, root: Path) -> dict:
+    """`make serve SERVER=docker IMAGE=...` on a fresh repository in a private run dir."""
+    repo = copy_repo(tiny, root / "models")
+    run_dir = RunDir(root / "run")
+    env = {**os.environ, "SERVING_RUN_DIR": str(run_dir.path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MAKEFLAGS", None)
     args = [
-        "serve", "SERVER=docker", f"IMAGE={server_image}", f"MODEL_REPO={repo}",
-        f"GRPC_PORT={grpc_port}", f"REST_PORT={rest_port}",
+        "serve", "SERVER=docker", f"IMAGE={image}", f"MODEL_REPO={repo}",
+        f"GRPC_PORT={free_port()}", f"REST_PORT={free_port()}",
     ]  # fmt: skip
-    result = run_make(make_env, *args)
+    result = run_make(env, *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = RunDir(tmp_path / "run")
     record = run_dir.read_record()
     assert record is not None and record.backend == "docker"
-    served = {
-        "repo": repo, "run_dir": run_dir, "record": record, "env": make_env, "args": args,
-        "out": result.stdout, "client": docker_client,
+    return {
+        "repo": repo, "run_dir": run_dir, "record": record, "env": env, "args": args,
+        "out": result.stdout, "client": client,
     }  # fmt: skip
+
+
+def stop_serve(served: dict) -> None:
+    run_make(served["env"], "stop")
+    # Whatever a test did, no container of this run dir outlives it.
+    label = f"mnist-serving.run-dir={served['run_dir'].path}"
+    for container in served["client"].containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def shared_serve(docker_client, server_image, tiny_mnist_repo, tmp_path_factory):
+    """One container for the tests that only look at it (none of them changes it)."""
+    served = start_serve(
+        docker_client, server_image, tiny_mnist_repo, tmp_path_factory.mktemp("docker_shared")
+    )
     try:
         yield served
     finally:
-        run_make(make_env, "stop")
-        # Whatever a test did, no container of this run dir outlives it.
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"mnist-serving.run-dir={run_dir.path}"}
-        ):
-            container.remove(force=True)
+        stop_serve(served)
 
 
-def test_docker_serves_what_the_embedded_server_serves(docker_serve, tiny_mnist_repo, tmp_path):
-    record = docker_serve["record"]
+@pytest.fixture
+def docker_serve(docker_client, server_image, tiny_mnist_repo, tmp_path):
+    """A container of the test's own, for tests that stop or break it."""
+    served = start_serve(docker_client, server_image, tiny_mnist_repo, tmp_path)
+    try:
+        yield served
+    finally:
+        stop_serve(served)
+
+
+def test_docker_serves_what_the_embedded_server_serves(shared_serve, tiny_mnist_repo, tmp_path):
+    record = shared_serve["record"]
     assert record.image.startswith("mnist-serving/model-server:")
     assert record.network == "host"  # this engine has no bridge (dockerd --bridge=none)
     embedded_run = RunDir(tmp_path / "embedded-run")
     opts = UpOptions(
-        repo=docker_serve["repo"], server="embedded", grpc_port=free_port(),
+        repo=shared_serve["repo"], server="embedded", grpc_port=free_port(),
         rest_port=free_port(), run_dir=embedded_run, export_if_empty=False, timeout_s=120,
     )  # fmt: skip
     embedded = up(opts, say=lambda _: None)
@@ -83,19 +107,19 @@ def test_docker_serves_what_the_embedded_server_serves(docker_serve, tiny_mnist_
         down(embedded_run, say=lambda _: None)
 
 
-def test_the_repository_is_read_only_and_the_config_is_at_config(docker_serve):
-    record = docker_serve["record"]
-    container = docker_serve["client"].containers.get(record.container_id)
+def test_the_repository_is_read_only_and_the_config_is_at_config(shared_serve):
+    record = shared_serve["record"]
+    container = shared_serve["client"].containers.get(record.container_id)
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-    assert mounts["/models"]["Source"] == str(docker_serve["repo"])
+    assert mounts["/models"]["Source"] == str(shared_serve["repo"])
     assert mounts["/models"]["RW"] is False
-    assert mounts["/config"]["Source"] == str(docker_serve["run_dir"].config_dir)
+    assert mounts["/config"]["Source"] == str(shared_serve["run_dir"].config_dir)
     code, out = container.exec_run(["/bin/sh", "-c", "echo x > /models/written-from-inside"])
     assert code != 0 and b"Read-only file system" in out
-    assert not (docker_serve["repo"] / "written-from-inside").exists()
+    assert not (shared_serve["repo"] / "written-from-inside").exists()
     code, out = container.exec_run(["cat", "/config/models.config"])
     assert code == 0
-    assert out.decode() == (docker_serve["run_dir"].config_dir / "models.config").read_text()
+    assert out.decode() == (shared_serve["run_dir"].config_dir / "models.config").read_text()
     assert 'base_path: "/models/mnist"' in out.decode()
     # The server was told to read exactly those files, and to listen on loopback only.
     args = container.attrs["Args"]
@@ -103,9 +127,9 @@ def test_the_repository_is_read_only_and_the_config_is_at_config(docker_serve):
     assert "--bind_address=127.0.0.1" in args
 
 
-def test_make_status_reads_the_container(docker_serve):
-    record = docker_serve["record"]
-    result = run_make(docker_serve["env"], "status")
+def test_make_status_reads_the_container(shared_serve):
+    record = shared_serve["record"]
+    result = run_make(shared_serve["env"], "status")
     assert result.returncode == 0, result.stderr
     assert (
         f"mnist: docker server (container {record.container_id[:12]}, image {record.image}, "
@@ -115,17 +139,17 @@ def test_make_status_reads_the_container(docker_serve):
     assert f"REST  {record.rest_url}/v1/models/mnist" in result.stdout
 
 
-def test_a_second_make_serve_changes_nothing(docker_serve):
-    record, client = docker_serve["record"], docker_serve["client"]
-    before = docker_serve["run_dir"].record_file.read_text()
+def test_a_second_make_serve_changes_nothing(shared_serve):
+    record, client = shared_serve["record"], shared_serve["client"]
+    before = shared_serve["run_dir"].record_file.read_text()
     started = client.containers.get(record.container_id).attrs["State"]["StartedAt"]
-    result = run_make(docker_serve["env"], *docker_serve["args"])
+    result = run_make(shared_serve["env"], *shared_serve["args"])
     assert result.returncode == 0, result.stderr
     assert "already serving mnist (docker)" in result.stdout
-    assert docker_serve["run_dir"].record_file.read_text() == before
+    assert shared_serve["run_dir"].record_file.read_text() == before
     assert client.containers.get(record.container_id).attrs["State"]["StartedAt"] == started
     ours = client.containers.list(
-        all=True, filters={"label": f"mnist-serving.run-dir={docker_serve['run_dir'].path}"}
+        all=True, filters={"label": f"mnist-serving.run-dir={shared_serve['run_dir'].path}"}
     )
     assert [c.id for c in ours] == [record.container_id]
 
@@ -185,11 +209,11 @@ def test_a_container_left_by_an_interrupted_serve_is_replaced(docker_serve):
     )
 
 
-def test_serve_output_says_where_it_listens(docker_serve):
-    out = docker_serve["out"]
-    record = docker_serve["record"]
+def test_serve_output_says_where_it_listens(shared_serve):
+    out = shared_serve["out"]
+    record = shared_serve["record"]
     assert "starting the docker server for mnist" in out
     assert f"gRPC  {record.grpc_target}" in out
     # The local image honours --bind_address, so there is no all-interfaces warning.
     assert "listens on every interface" not in out
-    assert json.loads(docker_serve["run_dir"].record_file.read_text())["network"] == "host"
+    assert json.loads(shared_serve["run_dir"].record_file.read_text())["network"] == "host"

@@ -161,6 +161,7 @@ in_tree chroot "$TREE" dpkg --purge python3-venv python3.11-venv python3-pip-whl
 SITE=$(echo "$TREE$VENV"/lib/python3*/site-packages)
 rm -rf "$SITE/tensorflow/include"  # C++ headers for building custom ops
 find "$SITE" -depth -type d \( -name tests -o -name testing_data \) -prune -exec rm -rf {} +
+rm -rf "$TREE"/usr/lib/python3*/test  # CPython's own regression-test helpers
 rm -rf "$SRC" "$TREE"/root/.cache "$TREE"/root/.config "$TREE"/var/lib/apt/lists/* \
     "$TREE"/var/cache/apt/* "$TREE"/var/cache/debconf/*-old "$TREE"/var/log/* \
     "$TREE"/usr/share/doc/* "$TREE"/usr/share/man/* "$TREE"/usr/share/info/* \
