@@ -22,7 +22,7 @@ PROBLEM_FILE=$RUN_DIR/docker-engine.problem
 WAIT_S=${DOCKER_ENGINE_WAIT_S:-60}
 # The engine this script manages listens on the default socket; a DOCKER_HOST set elsewhere
 # (tests point it at a dead socket) must not make us start a second daemon for nothing.
-SOCKET=/var/run/docker.sock
+SOCKET=${DOCKER_ENGINE_SOCKET:-/var/run/docker.sock}
 
 answers() {
     # The SDK and the CLI both read DOCKER_HOST; ask the socket we manage directly.

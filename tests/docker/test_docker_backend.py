@@ -217,3 +217,25 @@ def test_serve_output_says_where_it_listens(shared_serve):
     # The local image honours --bind_address, so there is no all-interfaces warning.
     assert "listens on every interface" not in out
     assert json.loads(shared_serve["run_dir"].record_file.read_text())["network"] == "host"
+
+
+def test_auto_serves_embedded_when_the_engine_answers_but_the_image_cannot_be_had(docker_client):
+    from serving.backends.lifecycle import choose_backend
+    from serving.backends.record import BackendError
+
+    absent = "mnist-serving/model-server:0.0.0-absent"
+    said: list[str] = []
+    assert choose_backend("auto", say=said.append, image=absent).name == "embedded"
+    assert said[0].startswith(f"pulling {absent} (not present locally; giving it 30 s)")
+    (why,) = said[1:]
+    assert why.startswith(
+        f"using the embedded server: the Docker engine answers but image {absent} is not "
+        "present and could not be pulled ("
+    )
+    assert "`make image` builds the local drop-in mnist-serving/model-server:" in why
+    with pytest.raises(BackendError, match=f"^SERVER=docker but image {absent} is not present"):
+        choose_backend("docker", say=lambda _: None, image=absent)
+    # The local image is there, so docker is chosen for it.
+    from serving.config import local_image
+
+    assert choose_backend("auto", say=lambda _: None, image=local_image()).name == "docker"
