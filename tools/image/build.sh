@@ -14,7 +14,8 @@
 #   4. strip what a server never needs (pip, setuptools, C headers, tests, docs, apt lists)
 #   5. `docker import` with the tensorflow/serving interface (entrypoint, env, ports)
 #
-# Skips when the image for the current version exists (FORCE=1 rebuilds). Root only.
+# Skips when the image for the current version exists and was built from the same sources
+# (label mnist-serving.source-digest); FORCE=1 rebuilds. Root only.
 # Prints the build time and the image size at the end.
 set -euo pipefail
 
@@ -35,9 +36,18 @@ die() { echo "make image: $*" >&2; exit 1; }
 
 [[ -n $VERSION ]] || die "no version in pyproject.toml"
 docker version >/dev/null 2>&1 || die "no Docker engine answers (run: make docker-engine)"
+# What goes into the image, hashed: a tag of this version built from other sources (the code
+# moved on without a version bump) is rebuilt, so the image never serves stale code.
+SOURCE_DIGEST=$(find pyproject.toml clients export serving tools/image -type f \
+    ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+    | sha256sum | cut -c1-16)
 if [[ -z ${FORCE:-} ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    say "$IMAGE is present ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')); skipping the build (FORCE=1 rebuilds)"
-    exit 0
+    have=$(docker image inspect --format '{{index .Config.Labels "mnist-serving.source-digest"}}' "$IMAGE")
+    if [[ $have == "$SOURCE_DIGEST" ]]; then
+        say "$IMAGE is present for these sources ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')); skipping the build (FORCE=1 rebuilds)"
+        exit 0
+    fi
+    say "$IMAGE is present but was built from other sources (digest ${have:-none}, now $SOURCE_DIGEST): rebuilding"
 fi
 [[ $(id -u) -eq 0 ]] || die "building the root filesystem needs root (debootstrap, chroot)"
 if ! command -v debootstrap >/dev/null; then
@@ -194,6 +204,7 @@ tar --numeric-owner -C "$TREE" -cf - . | docker import \
     --change 'EXPOSE 8501' \
     --change "LABEL org.opencontainers.image.version=$VERSION" \
     --change 'LABEL mnist-serving.bind-address=true' \
+    --change "LABEL mnist-serving.source-digest=$SOURCE_DIGEST" \
     --change 'LABEL org.opencontainers.image.title="mnist-serving model server (embedded TF Serving stand-in)"' \
     - "$IMAGE" >/dev/null
 [[ -n ${KEEP_TREE:-} ]] || rm -rf "$TREE"
