@@ -20,6 +20,12 @@ from serving.backends.record import RunDir
 from serving.modelserver.process import free_port
 
 
+def engine_network(client) -> str:
+    """What the backend must pick: the bridge when the engine has one, else the host network
+    (`make docker-engine` starts dockerd with --bridge=none)."""
+    return "bridge" if any(n.name == "bridge" for n in client.networks.list()) else "host"
+
+
 def start_serve(client, image: str, tiny, root: Path) -> dict:
     """`make serve SERVER=docker IMAGE=...` on a fresh repository in a private run dir."""
     repo = copy_repo(tiny, root / "models")
@@ -73,7 +79,7 @@ def docker_serve(docker_client, server_image, tiny_mnist_repo, tmp_path):
 def test_docker_serves_what_the_embedded_server_serves(shared_serve, tiny_mnist_repo, tmp_path):
     record = shared_serve["record"]
     assert record.image.startswith("mnist-serving/model-server:")
-    assert record.network == "host"  # this engine has no bridge (dockerd --bridge=none)
+    assert record.network == engine_network(shared_serve["client"])
     embedded_run = RunDir(tmp_path / "embedded-run")
     opts = UpOptions(
         repo=shared_serve["repo"], server="embedded", grpc_port=free_port(),
@@ -121,10 +127,17 @@ def test_the_repository_is_read_only_and_the_config_is_at_config(shared_serve):
     assert code == 0
     assert out.decode() == (shared_serve["run_dir"].config_dir / "models.config").read_text()
     assert 'base_path: "/models/mnist"' in out.decode()
-    # The server was told to read exactly those files, and to listen on loopback only.
+    # The server was told to read exactly those files; on the host network, to listen on
+    # loopback only (the image says it honours --bind_address).
     args = container.attrs["Args"]
     assert "--model_config_file=/config/models.config" in args
-    assert "--bind_address=127.0.0.1" in args
+    if record.network == "host":
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert args[-3:] == [
+            f"--port={record.grpc_port}",
+            f"--rest_api_port={record.rest_port}",
+            "--bind_address=127.0.0.1",
+        ]
 
 
 def test_make_status_reads_the_container(shared_serve):
@@ -133,7 +146,7 @@ def test_make_status_reads_the_container(shared_serve):
     assert result.returncode == 0, result.stderr
     assert (
         f"mnist: docker server (container {record.container_id[:12]}, image {record.image}, "
-        "host network)" in result.stdout
+        f"{engine_network(shared_serve['client'])} network)" in result.stdout
     )
     assert "version 1    AVAILABLE" in result.stdout
     assert f"REST  {record.rest_url}/v1/models/mnist" in result.stdout
@@ -216,7 +229,8 @@ def test_serve_output_says_where_it_listens(shared_serve):
     assert f"gRPC  {record.grpc_target}" in out
     # The local image honours --bind_address, so there is no all-interfaces warning.
     assert "listens on every interface" not in out
-    assert json.loads(shared_serve["run_dir"].record_file.read_text())["network"] == "host"
+    recorded = json.loads(shared_serve["run_dir"].record_file.read_text())
+    assert recorded["network"] == engine_network(shared_serve["client"])
 
 
 def test_auto_serves_embedded_when_the_engine_answers_but_the_image_cannot_be_had(docker_client):
