@@ -252,15 +252,14 @@ class DockerBackend:
             )
             container.remove(force=True)
 
-    def start(self, record: ServerRecord, run_dir: RunDir) -> None:
-        import docker
-
-        client = self.client()
-        self.ensure_image()
+    def plan(self, record: ServerRecord, run_dir: RunDir) -> tuple[ContainerSpec, list[str]]:
+        """The container to run on this engine for this image, and what to tell the operator
+        about it (asks the engine; starts nothing)."""
         network = self.network()
         bind_flag = self.image_labels().get(IMAGE_BIND_ADDRESS_LABEL) == "true"
+        notes = []
         if network == NETWORK_HOST and not bind_flag:
-            self._say(
+            notes.append(
                 f"note: the engine has no bridge network, so {self.image} runs on the host "
                 f"network and listens on every interface (0.0.0.0:{record.grpc_port}, "
                 f"0.0.0.0:{record.rest_port}), not only {record.host}: tensorflow/serving has "
@@ -269,6 +268,16 @@ class DockerBackend:
         spec = container_spec(
             record, self.image, network=network, bind_address_flag=bind_flag, run_dir=run_dir
         )
+        return spec, notes
+
+    def start(self, record: ServerRecord, run_dir: RunDir) -> None:
+        import docker
+
+        client = self.client()
+        self.ensure_image()
+        spec, notes = self.plan(record, run_dir)
+        for note in notes:
+            self._say(note)
         self.remove_stale(run_dir, self._say)
         try:
             stale = client.containers.get(spec.name)
@@ -287,7 +296,7 @@ class DockerBackend:
             raise BackendError(f"docker could not start {self.image}: {exc}") from exc
         record.container_id = container.id
         record.image = self.image
-        record.network = network
+        record.network = spec.network
 
     def _container(self, record: ServerRecord):
         import docker

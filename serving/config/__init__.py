@@ -65,6 +65,7 @@ def project_version() -> str:
         match = re.search(r'^version = "([^"]+)"$', text, re.MULTILINE)
         return match.group(1) if match else "0"
 
+
 MODEL_NAME = "mnist"
 GRPC_PORT = 8500
 REST_PORT = 8501

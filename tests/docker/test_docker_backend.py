@@ -8,6 +8,7 @@ one container; tests that stop or break theirs start their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -253,3 +254,39 @@ def test_auto_serves_embedded_when_the_engine_answers_but_the_image_cannot_be_ha
     from serving.config import local_image
 
     assert choose_backend("auto", say=lambda _: None, image=local_image()).name == "docker"
+
+
+def test_on_the_host_network_an_image_without_bind_address_is_said_to_listen_everywhere(
+    docker_client, server_image, tmp_path
+):
+    """tensorflow/serving cannot bind one address: `serving up` says so. Checked on the plan
+    (nothing starts, so nothing listens on every interface here), with a stand-in for the real
+    image: the local one, relabelled as not honouring --bind_address."""
+    from serving.backends.docker import DockerBackend
+    from serving.backends.record import ServerRecord
+
+    if engine_network(docker_client) != "host":
+        pytest.skip("this engine has a bridge network: ports are published on the host address")
+    holder = docker_client.containers.create(server_image, entrypoint=["true"])
+    relabelled = f"mnist-serving/test-no-bind-address:{tmp_path.name.lower()}"
+    try:
+        holder.commit(
+            repository=relabelled.split(":")[0], tag=relabelled.split(":")[1],
+            changes=["LABEL mnist-serving.bind-address=false"],
+        )  # fmt: skip
+        record = ServerRecord(
+            backend="docker", model_name="mnist", repo=str(tmp_path), models_root="/models",
+            config_dir=str(tmp_path), host="127.0.0.1", grpc_port=18510, rest_port=18511,
+        )  # fmt: skip
+        run_dir = RunDir(tmp_path / "run")
+        spec, notes = DockerBackend(relabelled).plan(record, run_dir)
+        (note,) = notes
+        assert "runs on the host network and listens on every interface" in note
+        assert "(0.0.0.0:18510, 0.0.0.0:18511), not only 127.0.0.1" in note
+        assert not [flag for flag in spec.command if flag.startswith("--bind_address")]
+        local_spec, local_notes = DockerBackend(server_image).plan(record, run_dir)
+        assert local_notes == [] and local_spec.command[-1] == "--bind_address=127.0.0.1"
+    finally:
+        holder.remove(force=True)
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(relabelled, force=True)
