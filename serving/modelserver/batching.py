@@ -223,9 +223,7 @@ class BatchQueue:
             merged, total, padded = _merge(tasks, self.options)
             if metrics is not None:
                 for t in tasks:
-                    metrics.observe_queuing_latency(
-                        self.options.thread_pool_name, now - t.enqueued_at
-                    )
+                    metrics.observe_queuing_latency(self.options.thread_pool_name, now - t.enqueued_at)
                 metrics.record_batch(self.name, total, padded)
             try:
                 outputs = await loop.run_in_executor(self.scheduler.executor, self.run_fn, merged)

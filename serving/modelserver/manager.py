@@ -223,7 +223,9 @@ class ModelController:
         )
         if not loaded:
             return
-        ready = any(self.entries[v].state == AVAILABLE for v in aspired if v in self.entries)
+        ready = any(
+            self.entries[v].state == AVAILABLE for v in aspired if v in self.entries
+        )
         if aspired and not ready:
             # Keep serving: only the newest un-aspired version needs to stay.
             loaded = loaded[:-1]

@@ -212,9 +212,7 @@ class ModelServer:
         try:
             initial.result()
         except errors.ServingError as exc:
-            print(
-                f"Failed to start server. Error: {_status_text(exc)}", file=sys.stderr, flush=True
-            )
+            print(f"Failed to start server. Error: {_status_text(exc)}", file=sys.stderr, flush=True)
             await self.manager.stop()
             return EXIT_BAD_FLAGS
         config_poll = None
@@ -354,11 +352,7 @@ class ModelServer:
             try:
                 new = config.read_model_server_config(self.flags.model_config_file)
             except errors.ServingError as exc:
-                log.error(
-                    "Failed to read model config file: %s %s",
-                    exc.message,
-                    getattr(exc, "detail", ""),
-                )
+                log.error("Failed to read model config file: %s %s", exc.message, getattr(exc, "detail", ""))
                 continue
             if new == self.manager.config:
                 continue
@@ -381,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         if exc.detail:
             print(exc.detail, file=sys.stderr)
-        print(
-            f"Failed to start server. Error: {_status_text(exc.error)}", file=sys.stderr, flush=True
-        )
+        print(f"Failed to start server. Error: {_status_text(exc.error)}", file=sys.stderr, flush=True)
         return EXIT_BAD_FLAGS
     return asyncio.run(ModelServer(flags, configs).run())
