@@ -38,7 +38,7 @@ die() { echo "make image: $*" >&2; exit 1; }
 [[ -n $VERSION ]] || die "no version in pyproject.toml"
 docker version >/dev/null 2>&1 || die "no Docker engine answers (run: make docker-engine)"
 # What goes into the image, hashed in two parts: the recipe and the dependencies
-# (pyproject.toml, tools/image/) and the project's code. A tag of this version whose code
+# (tools/image/, the dependencies pyproject.toml declares) and the project's code. A tag of this version whose code
 # moved on without a version bump never serves stale code: with the same recipe and
 # dependencies only the code layer is refreshed (about a minute), else the image is rebuilt.
 digest() {
@@ -46,7 +46,15 @@ digest() {
         | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 PACKAGES=(clients export serving)
-DEPS_DIGEST=$(digest pyproject.toml tools/image)
+# The dependencies as pyproject.toml declares them (not its other tables: a new dev tool
+# must not cost a rebuild), plus the recipe.
+deps_declared() {
+    "$PYTHON" -c 'import tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(p["version"], p.get("requires-python"), sorted(p["dependencies"]),
+      sorted(p.get("optional-dependencies", {}).get("serving", [])))' 2>/dev/null || cat pyproject.toml
+}
+DEPS_DIGEST=$({ deps_declared; digest tools/image; } | sha256sum | cut -c1-16)
 SOURCE_DIGEST=$(digest "${PACKAGES[@]}")
 label() { docker image inspect --format "{{index .Config.Labels \"$1\"}}" "$IMAGE"; }
 if [[ -z ${FORCE:-} ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
