@@ -11,17 +11,29 @@ ARCH ?= cnn
 EPOCHS ?=
 SEED ?= 0
 SERVER ?= auto
+# docker only: a tensorflow/serving-compatible image (empty: the pinned tensorflow/serving)
+IMAGE ?=
+# seconds a rollout step waits for versions to become AVAILABLE (empty: 180)
+ROLLOUT_TIMEOUT ?=
+# Ports for `make serve` (empty: 8500 gRPC, 8501 REST)
+GRPC_PORT ?=
+REST_PORT ?=
 VERSION ?=
 PYTEST_ARGS ?=
+# more `python -m export train` options for make export (e.g. --min-accuracy 0.5)
+EXPORT_ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv export list test lint serve stop status bench k8s-validate canary promote rollback pin rollout mobile seeds clean
+.PHONY: help venv export list test lint serve stop status docker-engine docker-engine-stop image bench k8s-validate canary promote rollback pin rollout mobile seeds clean
 
 help:
 	@echo "make export        train + gate + publish a version (ARCH=cnn|softmax, MODEL_REPO=models)"
 	@echo "make serve         serve MODEL_REPO on gRPC :8500 and REST :8501 (SERVER=auto|docker|embedded)"
 	@echo "make stop|status   stop or inspect the background server"
+	@echo "make serve SERVER=docker IMAGE=mnist-serving/model-server:<version>   the local image"
+	@echo "make docker-engine | docker-engine-stop   start/stop a Docker engine (root)"
+	@echo "make image         build mnist-serving/model-server:<version> (root, an engine)"
 	@echo "make pin [VERSION=N]  begin rollouts: serve one version under the 'stable' label"
 	@echo "make canary VERSION=N | promote | rollback | rollout   model-level rollout (labels)"
 	@echo "make test          the whole test suite (what CI runs)"
@@ -40,7 +52,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 export: $(STAMP)
-	$(PY) -m export train --arch $(ARCH) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(PY) -m export train --arch $(ARCH) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --seed $(SEED) $(if $(EPOCHS),--epochs $(EPOCHS)) $(EXPORT_ARGS)
 
 list: $(STAMP)
 	$(PY) -m export list --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
@@ -60,7 +72,20 @@ lint: $(STAMP)
 	$(VENV)/bin/pylint export serving clients
 
 serve: $(STAMP)
-	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER)
+	$(PY) -m serving up --repo $(MODEL_REPO) --model-name $(MODEL_NAME) --server $(SERVER) $(if $(IMAGE),--image $(IMAGE)) $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) $(if $(REST_PORT),--rest-port $(REST_PORT))
+
+# A Docker engine for the docker backend (root: installs docker.io, starts dockerd without a
+# bridge; otherwise says why not in one line). Only the daemon started here is stopped.
+docker-engine:
+	@tools/docker_engine.sh start
+
+docker-engine-stop:
+	@tools/docker_engine.sh stop
+
+# mnist-serving/model-server:<version>: the embedded server behind tensorflow/serving's
+# interface, root filesystem from debootstrap (tools/image/). Skips when it exists (FORCE=1).
+image:
+	@bash tools/image/build.sh
 
 stop: $(STAMP)
 	$(PY) -m serving down
@@ -70,16 +95,16 @@ status: $(STAMP)
 
 canary: $(STAMP)
 	@test -n "$(VERSION)" || { echo "usage: make canary VERSION=N"; exit 2; }
-	$(PY) -m serving rollout canary $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout canary $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 promote: $(STAMP)
-	$(PY) -m serving rollout promote --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout promote --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 rollback: $(STAMP)
-	$(PY) -m serving rollout rollback --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout rollback --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 pin: $(STAMP)
-	$(PY) -m serving rollout pin $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME)
+	$(PY) -m serving rollout pin $(VERSION) --repo $(MODEL_REPO) --model-name $(MODEL_NAME) $(if $(ROLLOUT_TIMEOUT),--timeout $(ROLLOUT_TIMEOUT))
 
 rollout: $(STAMP)
 	$(PY) -m serving rollout status --repo $(MODEL_REPO) --model-name $(MODEL_NAME)

@@ -19,7 +19,13 @@ from serving.backends.lifecycle import (
     up,
 )
 from serving.backends.record import BackendError, RunDir
-from serving.config import GRPC_PORT, MODEL_NAME, REST_PORT
+from serving.config import (
+    GRPC_PORT,
+    LOCAL_IMAGE_REPOSITORY,
+    MODEL_NAME,
+    REST_PORT,
+    TF_SERVING_IMAGE,
+)
 
 EXIT_ERROR = 1
 EXIT_NOT_SERVING = 3
@@ -47,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "docker", "embedded"),
         default=os.environ.get("SERVER", "auto") or "auto",
         help="auto: docker when an engine answers, else the embedded server",
+    )
+    p_up.add_argument(
+        "--image",
+        default=None,
+        help=f"docker only: a tensorflow/serving-compatible image (default {TF_SERVING_IMAGE}; "
+        f"`make image` builds {LOCAL_IMAGE_REPOSITORY}:<version>)",
     )
     p_up.add_argument("--host", default="127.0.0.1", help="address to publish the ports on")
     p_up.add_argument("--grpc-port", type=int, default=GRPC_PORT)
@@ -95,6 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         repo=Path(args.repo),
         model_name=args.model_name,
         server=args.server,
+        image=args.image,
         host=args.host,
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,

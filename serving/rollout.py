@@ -235,7 +235,10 @@ class Rollout:
             atomic_write_text(path, restore_text)
             with contextlib.suppress(ControlError):
                 control.reload(restore_text)
-            raise RolloutError(f"{exc}; the previous config was restored") from exc
+            # The server's own words on a failed load (for a container, its log tail).
+            tail = make_backend(self.record.backend).log_tail(self.record, 1500).strip()
+            log = f"\nthe server's log ends:\n{tail}" if tail else ""
+            raise RolloutError(f"{exc}; the previous config was restored{log}") from exc
 
     def _reload_and_wait(self, control: ModelControl, serving: ModelServing, text: str) -> None:
         try:

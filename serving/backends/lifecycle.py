@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.backends.control import ControlError, ModelControl, VersionStatus
-from serving.backends.docker import DockerBackend, engine_problem
+from serving.backends.docker import (
+    AUTO_PULL_TIMEOUT_S,
+    DockerBackend,
+    engine_problem,
+    image_hint,
+)
 from serving.backends.embedded import EmbeddedBackend, pid_state
 from serving.backends.record import BackendError, RunDir, ServerRecord
 from serving.backends.repo import (
@@ -41,25 +46,38 @@ class AlreadyServing(BackendError):
         self.record = record
 
 
-def make_backend(name: str) -> Backend:
+def make_backend(name: str, image: str | None = None, say: Say | None = None) -> Backend:
     if name == "docker":
-        return DockerBackend()
+        return DockerBackend(image, say=say)
     if name == "embedded":
         return EmbeddedBackend()
     raise BackendError(f"unknown backend {name!r} (choose docker, embedded or auto)")
 
 
-def choose_backend(requested: str, say: Say = print) -> Backend:
-    """``auto``: docker when an engine answers, else embedded (saying why)."""
-    if requested != "auto":
-        if requested == "docker":
-            problem = engine_problem()
-            if problem:
-                raise BackendError(f"SERVER=docker but {problem}")
+def choose_backend(requested: str, say: Say = print, image: str | None = None) -> Backend:
+    """``auto``: docker when an engine answers and the image is there (or arrives within
+    AUTO_PULL_TIMEOUT_S), else embedded, saying why in one line. ``docker``: the same checks,
+    but a failed one is an error."""
+    if requested not in ("auto", "docker"):
         return make_backend(requested)
     problem = engine_problem()
     if problem is None:
-        return DockerBackend()
+        docker = DockerBackend(image, say=say)
+        timeout = AUTO_PULL_TIMEOUT_S if requested == "auto" else None
+        image_problem = (
+            docker.image_problem(timeout) if timeout is not None else docker.image_problem()
+        )
+        if image_problem is None:
+            return docker
+        if requested == "docker":
+            raise BackendError(f"SERVER=docker but {image_problem}; {image_hint(docker.image)}")
+        say(
+            f"using the embedded server: the Docker engine answers but {image_problem}; "
+            f"{image_hint(docker.image)}"
+        )
+        return EmbeddedBackend()
+    if requested == "docker":
+        raise BackendError(f"SERVER=docker but {problem}")
     say(f"using the embedded server: {problem}")
     return EmbeddedBackend()
 
@@ -79,6 +97,7 @@ class UpOptions:
     repo: Path
     model_name: str = MODEL_NAME
     server: str = "auto"
+    image: str | None = None  # docker only; None: the pinned tensorflow/serving image
     host: str = "127.0.0.1"
     grpc_port: int = GRPC_PORT
     rest_port: int = REST_PORT
@@ -97,8 +116,16 @@ def running_record(run_dir: RunDir, say: Say = print) -> ServerRecord | None:
         return None
     # An engine we cannot reach is an error, not a stale record: forgetting a container that
     # may still serve would leave it running with nothing to stop it.
-    if make_backend(record.backend).alive(record):
+    backend = make_backend(record.backend)
+    if backend.alive(record):
         return record
+    if isinstance(backend, DockerBackend):
+        # A crashed container keeps its name and log: say how it ended, then remove it.
+        say(
+            f"the container {record.container_id[:12] if record.container_id else '?'} "
+            f"is {backend.state(record)}; its log ends:\n{backend.log_tail(record, 1500)}"
+        )
+        backend.stop(record)
     say(
         f"removing stale server record {run_dir.record_file} "
         f"({record.backend} server {record.pid or record.container_id} is not running)"
@@ -158,16 +185,19 @@ def up(opts: UpOptions, say: Say = print) -> ServerRecord:
     existing = running_record(run_dir, say)
     if existing is not None:
         raise AlreadyServing(existing)
+    if opts.grpc_port == opts.rest_port:
+        raise BackendError("the gRPC and REST ports must differ")
+    backend = choose_backend(opts.server, say, opts.image)
+    if isinstance(backend, DockerBackend):
+        # Before the port check: a container left by a crashed `serve` holds our ports.
+        backend.remove_stale(run_dir, say)
     for port in {opts.grpc_port, opts.rest_port}:
         problem = port_problem(opts.host, port)
         if problem:
             raise BackendError(f"cannot serve: {problem}; stop what uses it or pick other ports")
-    if opts.grpc_port == opts.rest_port:
-        raise BackendError("the gRPC and REST ports must differ")
     prepare_repo(opts, say)
     state = rollout_state(opts.repo, opts.model_name)
     check_state_published(opts.repo, opts.model_name, state)
-    backend = choose_backend(opts.server, say)
 
     models_root = backend.models_root(opts.repo)
     write_config_dir(run_dir.config_dir, render_model_config(models_root, state, opts.model_name))
@@ -196,11 +226,13 @@ def up(opts: UpOptions, say: Say = print) -> ServerRecord:
             )
         wait_rest(record, opts.timeout_s)
     except (BackendError, ControlError, KeyboardInterrupt) as exc:
+        tail = "" if isinstance(exc, BackendError) else backend.log_tail(record, 1500)
         backend.stop(record)
         run_dir.clear()
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise BackendError(f"the server did not come up: {exc}") from exc
+        log = f"\nthe server's log ends:\n{tail}" if tail.strip() else ""
+        raise BackendError(f"the server did not come up: {exc}{log}") from exc
     run_dir.write_record(record)
     return record
 
@@ -250,9 +282,7 @@ def describe(record: ServerRecord) -> Serving:
     with ModelControl(record.grpc_target) as control:
         versions = control.status(record.model_name)
         try:
-            config = text_format.Parse(
-                record.model_config_path.read_text(), ModelServerConfig()
-            )
+            config = text_format.Parse(record.model_config_path.read_text(), ModelServerConfig())
         except (OSError, text_format.ParseError):
             config = None
         policy, labels = "unknown", {}
@@ -272,7 +302,12 @@ def format_serving(serving: Serving) -> str:
     lines = [
         f"{record.model_name}: {record.backend} server"
         + (f" (pid {record.pid})" if record.pid else "")
-        + (f" (container {record.container_id[:12]})" if record.container_id else "")
+        + (
+            f" (container {record.container_id[:12]}, image {record.image}, "
+            f"{record.network} network)"
+            if record.container_id
+            else ""
+        )
         + f", version policy '{serving.policy}', repository {record.repo}",
     ]
     by_version: dict[int, list[str]] = {}

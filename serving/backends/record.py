@@ -36,6 +36,8 @@ class ServerRecord:
     rest_port: int
     pid: int | None = None
     container_id: str | None = None
+    image: str | None = None  # docker: the image the container runs
+    network: str | None = None  # docker: "host" or "bridge"
     log_path: str | None = None
     started_at: float = 0.0
 

@@ -39,6 +39,33 @@ from serving.config.model_config import (
 # major.minor must match the TensorFlow that exports the SavedModels (tests assert it).
 TF_SERVING_IMAGE = "tensorflow/serving:2.21.0"
 
+# The project's drop-in for that image (``make image``, tools/image/): the embedded server
+# behind the same entrypoint, env and ports, tagged with the project's version.
+LOCAL_IMAGE_REPOSITORY = "mnist-serving/model-server"
+# An image label saying the server inside honours --bind_address (TF Serving's binary has no
+# such flag and always listens on every interface).
+IMAGE_BIND_ADDRESS_LABEL = "mnist-serving.bind-address"
+
+
+def local_image() -> str:
+    """``mnist-serving/model-server:<project version>``, the tag ``make image`` builds."""
+    return f"{LOCAL_IMAGE_REPOSITORY}:{project_version()}"
+
+
+def project_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("mnist-serving")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        import re
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+        match = re.search(r'^version = "([^"]+)"$', text, re.MULTILINE)
+        return match.group(1) if match else "0"
+
+
 MODEL_NAME = "mnist"
 GRPC_PORT = 8500
 REST_PORT = 8501
@@ -55,6 +82,8 @@ __all__ = [
     "GRPC_MAX_CONNECTION_AGE_GRACE_MS",
     "GRPC_MAX_CONNECTION_AGE_MS",
     "GRPC_PORT",
+    "IMAGE_BIND_ADDRESS_LABEL",
+    "LOCAL_IMAGE_REPOSITORY",
     "LABEL_CANARY",
     "LABEL_STABLE",
     "MODEL_CONFIG_FILE",
@@ -68,5 +97,7 @@ __all__ = [
     "render_model_config",
     "serving_from_rollout",
     "server_flags",
+    "local_image",
+    "project_version",
     "write_config_dir",
 ]
