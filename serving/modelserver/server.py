@@ -22,6 +22,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from serving.modelserver import errors
 from serving.modelserver.flags import (
@@ -32,6 +33,9 @@ from serving.modelserver.flags import (
     parse_or_exit,
 )
 from serving.modelserver.workers.ports import check_ports_free, validate_worker_flags
+
+if TYPE_CHECKING:  # the manager imports TensorFlow: only at start-up, not on import
+    from serving.modelserver.manager import ManagerOptions
 
 log = logging.getLogger("serving.modelserver")
 
@@ -145,6 +149,23 @@ def read_configs(flags: ServerFlags) -> LoadedConfig:
     return LoadedConfig(model_config, batching, prometheus, session, tls)
 
 
+def manager_options(f: ServerFlags, session_config: object | None = None) -> ManagerOptions:
+    """The manager's options from the server flags (one reading for the single process and
+    the workers' control plane)."""
+    from serving.modelserver.manager import ManagerOptions
+
+    return ManagerOptions(
+        file_system_poll_wait_seconds=f.file_system_poll_wait_seconds,
+        max_num_load_retries=f.max_num_load_retries,
+        load_retry_interval_s=max(0, f.load_retry_interval_micros) / 1e6,
+        enable_model_warmup=f.enable_model_warmup,
+        num_request_iterations_for_warmup=max(1, f.num_request_iterations_for_warmup),
+        allow_version_labels_for_unavailable_models=f.allow_version_labels_for_unavailable_models,
+        saved_model_tags=tuple(t for t in f.saved_model_tags.split(",") if t),
+        session_config=session_config,
+    )
+
+
 class ModelServer:
     """Everything one process serves; ``run()`` until a stop signal."""
 
@@ -163,7 +184,6 @@ class ModelServer:
         from serving.modelserver import session_config
         from serving.modelserver.batching import BatchScheduler
         from serving.modelserver.dataplane import ServingDataPlane
-        from serving.modelserver.manager import ManagerOptions
         from serving.modelserver.metrics import Metrics
 
         f = self.flags
@@ -176,18 +196,7 @@ class ModelServer:
         self.load_executor = ThreadPoolExecutor(
             max_workers=max(2, f.num_load_threads or 4 * cpus), thread_name_prefix="load"
         )
-        options = ManagerOptions(
-            file_system_poll_wait_seconds=f.file_system_poll_wait_seconds,
-            max_num_load_retries=f.max_num_load_retries,
-            load_retry_interval_s=max(0, f.load_retry_interval_micros) / 1e6,
-            enable_model_warmup=f.enable_model_warmup,
-            num_request_iterations_for_warmup=max(1, f.num_request_iterations_for_warmup),
-            allow_version_labels_for_unavailable_models=(
-                f.allow_version_labels_for_unavailable_models
-            ),
-            saved_model_tags=tuple(t for t in f.saved_model_tags.split(",") if t),
-            session_config=self.configs.session_config,
-        )
+        options = manager_options(f, session_config=self.configs.session_config)
         self.manager = self._make_manager(options)
         scheduler = None
         if self.configs.batching is not None:

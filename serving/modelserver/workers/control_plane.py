@@ -36,7 +36,7 @@ from serving.modelserver.config import ModelServerConfig
 from serving.modelserver.flags import EXIT_BAD_FLAGS, ServerFlags
 from serving.modelserver.manager import AVAILABLE, LOADING, UNLOADING, ModelManager
 from serving.modelserver.metrics import Registry
-from serving.modelserver.server import LoadedConfig, ModelServer, _status_text
+from serving.modelserver.server import LoadedConfig, ModelServer, _status_text, manager_options
 from serving.modelserver.workers.fleet import Fleet
 
 log = logging.getLogger("serving.modelserver")
@@ -132,25 +132,13 @@ class ControlPlane(ModelServer):
         return self.manager.state(seq)
 
     async def _build(self) -> None:
-        from serving.modelserver.manager import ManagerOptions
-
         f = self.flags
         self.metrics = None
         self.load_executor = ThreadPoolExecutor(
             max_workers=max(2, f.num_load_threads or 4 * (os.cpu_count() or 1)),
             thread_name_prefix="load",
         )
-        options = ManagerOptions(
-            file_system_poll_wait_seconds=f.file_system_poll_wait_seconds,
-            max_num_load_retries=f.max_num_load_retries,
-            load_retry_interval_s=max(0, f.load_retry_interval_micros) / 1e6,
-            enable_model_warmup=f.enable_model_warmup,
-            num_request_iterations_for_warmup=max(1, f.num_request_iterations_for_warmup),
-            allow_version_labels_for_unavailable_models=(
-                f.allow_version_labels_for_unavailable_models
-            ),
-            saved_model_tags=tuple(t for t in f.saved_model_tags.split(",") if t),
-        )
+        options = manager_options(f)
         self.manager = ControlPlaneManager(options, self.load_executor, None)
         self.manager.fleet = self.fleet
         self.manager.loop = asyncio.get_running_loop()
