@@ -70,11 +70,13 @@ class ControlPlaneManager(ModelManager):
         if self.fleet is not None:
             await self.fleet.push_state()
 
-    async def apply_config(self, config: ModelServerConfig, *, initial: bool = False) -> None:
+    async def reload_config(self, config: ModelServerConfig) -> None:
+        # Both ways in (HandleReloadConfigRequest via apply_config, and the config-file poll)
+        # end here: labels and removals reach every worker before either answers.
         try:
-            await super().apply_config(config, initial=initial)
+            await super().reload_config(config)
         finally:
-            await self.state_changed()  # labels and removals reach every worker before answering
+            await self.state_changed()
 
     def state(self, seq: int) -> dict[str, Any]:
         models: dict[str, Any] = {}
