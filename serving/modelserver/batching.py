@@ -140,6 +140,11 @@ class BatchQueue:
         self.name = name
         self._batches: deque[_Batch] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        # Batches at the head of ``_batches`` that hold a batch-thread slot but have not been
+        # handed to it yet (``_launch`` runs on the loop's next turn): until then the last of
+        # them still takes tasks, like a TF batch that waits for its thread to pick it up.
+        self._claimed = 0
+        self._launch_pending = False
 
     async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = _task_size(inputs)
@@ -197,17 +202,30 @@ class BatchQueue:
 
     def _kick(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._batches:
-            wait = self._ready(self._batches[0], time.monotonic())
+        while len(self._batches) > self._claimed:
+            wait = self._ready(self._batches[self._claimed], time.monotonic())
             if wait > 0:
                 if self._timer is None:
                     self._timer = loop.call_later(wait, self._on_timer)
                 return
             if not self.scheduler._try_acquire(self):
                 return
+            self._claimed += 1
+            if not self._launch_pending:
+                # Not at once: the requests that the loop handles in this same turn (one read
+                # of an HTTP/2 connection carries several) join the batch instead of queueing
+                # behind it; the wait is one loop turn, not a timeout.
+                self._launch_pending = True
+                loop.call_soon(self._launch)
+
+    def _launch(self) -> None:
+        self._launch_pending = False
+        loop = asyncio.get_running_loop()
+        for _ in range(self._claimed):
             batch = self._batches.popleft()
             batch.closed = True
             loop.create_task(self._process(batch))
+        self._claimed = 0
 
     def _on_timer(self) -> None:
         self._timer = None

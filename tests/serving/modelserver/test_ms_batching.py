@@ -72,6 +72,26 @@ def test_concurrent_tasks_merge_into_one_call_and_split_back(executor):
         assert list(res["n"]) == [1 if i == 0 else 2] * rows
 
 
+def test_tasks_submitted_in_one_loop_turn_share_a_batch_with_a_free_thread(executor):
+    """batch_timeout_micros 0 and an idle batch thread: the tasks the loop handles in the same
+    turn (as from one read of an HTTP/2 connection) run as one batch, not the first alone."""
+
+    async def main():
+        rec = Recorder(hold_first=False)
+        sched = BatchScheduler(BatchingOptions(max_batch_size=32, num_batch_threads=1), executor)
+        queue = sched.queue(rec)
+        same_turn = [queue.submit({"x": np.full((1, 1), float(i))}) for i in range(5)]
+        results = await asyncio.gather(*same_turn)
+        later = await queue.submit({"x": np.full((2, 1), 9.0)})  # a later turn: its own batch
+        return rec.sizes, results, later
+
+    sizes, results, later = run(main())
+    assert sizes == [5, 2]
+    for i, res in enumerate(results):
+        np.testing.assert_array_equal(res["y"], [[2.0 * i + 1]])
+    np.testing.assert_array_equal(later["y"], [[19.0], [19.0]])
+
+
 def test_task_larger_than_max_batch_size(executor):
     async def main():
         queue = BatchScheduler(BatchingOptions(max_batch_size=4), executor).queue(Recorder(False))
