@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from serving.modelserver import errors
+from serving.modelserver import errors, event_loop
+from serving.modelserver.batching import BatchingOptions
 from serving.modelserver.config import ModelServerConfig
 from serving.modelserver.flags import EXIT_BAD_FLAGS, ServerFlags
 from serving.modelserver.manager import AVAILABLE, LOADING, UNLOADING, ModelManager
@@ -108,13 +109,26 @@ def default_thread_flags(flags: ServerFlags) -> list[str]:
     return [f"--tensorflow_intra_op_parallelism={share}"]
 
 
+def worker_batching(batching: BatchingOptions | None, num_workers: int) -> dict[str, Any] | None:
+    """The batching options one worker runs with. ``num_batch_threads`` is the server's number
+    of batches in flight (TF Serving's one shared scheduler); each worker has its own
+    scheduler, so each gets its share, at least one. Measured on 2 cores with 2 workers at 32
+    concurrent 1-image requests: 2 threads in each worker ran batches of ~3 images, 1 in each
+    ran batches of ~6 and served about a fifth more requests (README, Benchmarks)."""
+    if batching is None:
+        return None
+    options = dataclasses.asdict(batching)
+    options["num_batch_threads"] = max(1, batching.num_batch_threads // num_workers)
+    return options
+
+
 class ControlPlane(ModelServer):
     def __init__(self, flags: ServerFlags, configs: LoadedConfig, argv: list[str]) -> None:
         super().__init__(flags, configs)
         batching = configs.batching
         tls = configs.tls
         init = {
-            "batching": None if batching is None else dataclasses.asdict(batching),
+            "batching": worker_batching(batching, flags.num_workers),
             "prometheus": dataclasses.asdict(configs.prometheus),
             # Certificates cross as base64 (the wire is JSON).
             "tls": None if tls is None else {
@@ -229,4 +243,4 @@ class ControlPlane(ModelServer):
 
 
 def run_control_plane(flags: ServerFlags, configs: LoadedConfig, argv: list[str]) -> int:
-    return asyncio.run(ControlPlane(flags, configs, argv).run())
+    return event_loop.run(ControlPlane(flags, configs, argv).run())
