@@ -117,6 +117,7 @@ bench: $(STAMP)
 	$(PY) bench/codec_bench.py
 	$(PY) bench/server_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME) $(if $(QUICK),--quick) $(BENCH_ARGS)
 	$(PY) bench/session_runtime_bench.py --model-base $(MODEL_REPO)/$(MODEL_NAME)
+	$(PY) bench/request_cost.py --model-base $(MODEL_REPO)/$(MODEL_NAME) --model-name $(MODEL_NAME) $(if $(QUICK),--seconds 4)
 
 # --- Kubernetes (k8s/, docs/k8s-runbook.md). Everything up to k8s-config works offline. ---
 K8S_OVERLAY ?= dev

@@ -378,7 +378,10 @@ def main() -> int:
     parser.add_argument("--batching", default=None, help="default off,on")
     parser.add_argument("--transports", default="grpc,rest", help="grpc (h2load), rest (wrk)")
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
-    parser.add_argument("--batch-threads", type=int, default=1, help="num_batch_threads")
+    parser.add_argument(
+        "--batch-threads", type=int, default=os.cpu_count() or 1,
+        help="num_batch_threads of the server (default: the cores; N workers get 1/N each)",
+    )  # fmt: skip
     parser.add_argument("--no-open-loop", action="store_true")
     parser.add_argument("--no-many-models", action="store_true")
     parser.add_argument(
