@@ -2,8 +2,8 @@
 
 uvloop is part of the ``serving`` extra. Measured on the 2-core machine (2 workers, batching
 on, 32 concurrent 1-image requests, interleaved A/B runs on a quiet machine): gRPC served
-+6% to +40% more requests per second on uvloop in 7 of 8 pairs, REST about +5% (README,
-Benchmarks). grpc.aio runs on any asyncio loop; aiohttp lists uvloop as a supported one.
++6% to +40% more requests per second on uvloop in 7 of 8 pairs, REST +8% on average
+(README, Benchmarks). grpc.aio runs on any asyncio loop; aiohttp lists uvloop as a supported one.
 
 ``MODELSERVER_EVENT_LOOP=asyncio`` keeps the standard loop (for an A/B rerun, or where uvloop
 misbehaves); ``MODELSERVER_EVENT_LOOP=uvloop`` insists on uvloop and warns when it is missing.
