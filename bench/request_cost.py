@@ -94,7 +94,7 @@ def group_of(pid: int, tid: int, name: str, control_plane: int) -> str:
         return "event loop (main thread)"
     if name.startswith("tf_"):
         return "TensorFlow threads (the model)"
-    return "other worker threads (batch executor, gRPC core)"
+    return "other threads (batch executor, its inline TF ops; gRPC core)"
 
 
 def cpu_by_group(before: ThreadCpu, after: ThreadCpu, control_plane: int) -> dict[str, float]:
@@ -121,9 +121,11 @@ def run_point(args, server, transport: str, tmp: Path) -> None:
     from rest_wrk import run_wrk
     from server_bench import SIGNATURE, predict_request_bytes, sample_images
 
-    control_plane = server.proc.pid
-    pids = procinfo.server_pids(control_plane)
-    workers = procinfo.children(control_plane) or [control_plane]
+    pids = procinfo.server_pids(server.proc.pid)
+    workers = procinfo.children(server.proc.pid)
+    # One process (--num_workers=1) is its own worker: no thread of it is "control plane".
+    control_plane = server.proc.pid if workers else -1
+    workers = workers or [server.proc.pid]
     metrics_url = f"{server.rest_url}{PROMETHEUS_PATH}"
     images = sample_images(1)
 
